@@ -1,0 +1,61 @@
+"""File helpers every stage shares: checksums, downloads, writes that leave no partial output."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from xnornet.errors import XnornetError
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def verify_digest(path: Path, expected: str, algorithm: str = "sha256") -> None:
+    """Raise naming the file and both digests when the content is not the pinned one."""
+    actual = file_digest(path, algorithm)
+    if actual != expected.lower():
+        raise XnornetError(
+            f"{path.name}: {algorithm} mismatch (expected {expected}, got {actual}); "
+            "the download is corrupt, truncated or not the pinned release"
+        )
+
+
+def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
+    """Fetch a URL (http(s) or file://) to ``dest``; a network failure names the URL."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(dest, "wb") as f:
+            shutil.copyfileobj(r, f)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        dest.unlink(missing_ok=True)
+        raise XnornetError(f"could not download {url}: {e}") from e
+    return dest
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; it replaces ``path`` only if the block succeeds.
+
+    Works for files and directories alike, so a failed stage leaves the old output (or none).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise XnornetError(f"internal error: nothing was written for {path}")
+        if path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)

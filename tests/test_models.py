@@ -1,0 +1,70 @@
+"""Every conf/model × conf/net builds, runs forward and backward, and trains every parameter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import compose_config
+from xnornet.errors import XnornetError
+from xnornet.layers import binary_layers
+from xnornet.models import Binarization
+from xnornet.training import build_net, count_params
+
+NET_INPUTS = {"lenet5": (4, 1, 28, 28), "nin": (2, 3, 32, 32)}
+
+
+@pytest.mark.parametrize("net", ["lenet5", "nin"])
+@pytest.mark.parametrize("variant", ["fp", "bwn", "xnor"])
+def test_every_parameter_gets_a_gradient(net, variant):
+    torch.manual_seed(0)
+    model = build_net(compose_config([f"model={variant}", f"net={net}"]))
+    x = torch.randn(*NET_INPUTS[net])
+    logits = model(x)
+    assert logits.shape == (x.shape[0], 10)
+    logits.logsumexp(1).sum().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+
+
+@pytest.mark.parametrize("variant,binary_layers_expected", [("fp", 0), ("bwn", 2), ("xnor", 2)])
+def test_lenet5_binarizes_only_hidden_layers(variant, binary_layers_expected):
+    model = build_net(compose_config([f"model={variant}"]))
+    assert len(binary_layers(model)) == binary_layers_expected
+    total, binary = count_params(model)
+    assert binary == (20 * 50 * 25 + 800 * 500 if binary_layers_expected else 0)
+    assert total > binary
+
+
+def test_first_last_binary_option_binarizes_all_four_layers():
+    model = build_net(compose_config(["model=xnor", "model.binarization.first_last_binary=true"]))
+    layers = binary_layers(model)
+    assert len(layers) == 4
+    assert layers[0].input_quantizer is None  # raw pixels are never binarized
+    assert layers[-1].input_quantizer is not None
+
+
+def test_variants_differ_only_in_model_config():
+    shapes = {
+        v: [p.shape for p in build_net(compose_config([f"model={v}"])).parameters()]
+        for v in ("fp", "bwn", "xnor")
+    }
+    assert shapes["fp"] == shapes["bwn"] == shapes["xnor"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"weights": True, "weight_grad": "approx"}, "weight_grad"),
+        ({"inputs": True}, "needs weights"),
+        ({"weights": True, "scale_activations": True}, "needs inputs"),
+    ],
+)
+def test_bad_binarization_is_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Binarization(**kwargs)
+
+
+def test_bad_model_config_names_the_problem():
+    with pytest.raises(XnornetError, match="weight_grad"):
+        build_net(compose_config(["model=xnor", "model.binarization.weight_grad=bogus"]))

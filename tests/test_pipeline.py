@@ -1,0 +1,83 @@
+"""The real `dvc repro` in a temporary copy of the repo, on a tiny config and a local IDX mirror."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+from test_fetch import make_idx_mirror
+
+VARIANTS = ("fp", "bwn", "xnor")
+
+
+def copy_repo(dest: Path) -> None:
+    """The files git would ship (tracked, or new and not ignored): what a fresh clone has."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")  # fmt: skip
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def shrink_config(repo: Path, mirror: dict) -> None:
+    def edit(rel: str, **changes) -> None:
+        path = repo / rel
+        cfg = yaml.safe_load(path.read_text())
+        cfg.update(changes)
+        path.write_text(yaml.safe_dump(cfg))
+
+    edit("conf/data/mnist.yaml", source="idx", idx=mirror["idx"], val_size=100)
+    edit("conf/train/default.yaml", max_epochs=1, batch_size=50, progress_bar=False)
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(repo / "src")
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=1800)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
+    repo = tmp_path / "repo"
+    mirror_dir = tmp_path / "mirror"
+    mirror_dir.mkdir()
+    copy_repo(repo)
+    shrink_config(repo, make_idx_mirror(mirror_dir, n_train=400, n_test=100))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+
+    first = dvc(repo, "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (repo / "dvc.lock").exists()
+    for v in VARIANTS:
+        m = json.loads((repo / "metrics" / f"train_{v}.json").read_text())
+        assert m["epochs"] == 1 and 0.0 <= m["test_acc"] <= 1.0
+        assert (repo / "models" / f"{v}.ckpt").stat().st_size > 0
+        assert (repo / "plots" / f"train_{v}.csv").read_text().startswith("epoch,")
+
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    exp = client.get_experiment_by_name("xnornet")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert {"fetch", *(f"train-{v}" for v in VARIANTS)} <= set(runs)
+    for v in VARIANTS:
+        assert runs[f"train-{v}"].data.metrics["test_acc"] == pytest.approx(
+            json.loads((repo / "metrics" / f"train_{v}.json").read_text())["test_acc"]
+        )
+
+    second = dvc(repo, "repro")
+    assert second.returncode == 0
+    assert "Data and pipelines are up to date" in second.stdout

@@ -1,0 +1,94 @@
+"""Real Lightning training on small synthetic data: every variant, outputs, MLflow, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import compose_config, tiny_overrides
+from xnornet.errors import XnornetError
+from xnornet.layers import binary_layers
+from xnornet.training import build_datamodule, build_module, build_net, train_variant
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    return pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False,
+                      accelerator="cpu", **kwargs)  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", ["fp", "bwn", "xnor"])
+def test_fast_dev_run_every_variant(variant, tmp_path, tiny_data_dir):
+    cfg = compose_config(tiny_overrides(tmp_path, variant))
+    module = build_module(cfg, build_net(cfg))
+    trainer = quiet_trainer(fast_dev_run=True)
+    trainer.fit(module, datamodule=build_datamodule(cfg))
+    assert trainer.state.finished
+
+
+def test_latent_weights_are_clipped_after_each_step(tmp_path, tiny_data_dir):
+    cfg = compose_config([*tiny_overrides(tmp_path, "xnor"), "train.lr=1.0"])
+    net = build_net(cfg)
+    module = build_module(cfg, net)
+    trainer = quiet_trainer(max_steps=3, limit_val_batches=0)
+    trainer.fit(module, datamodule=build_datamodule(cfg))
+    for layer in binary_layers(net):
+        assert layer.weight.abs().max() <= 1.0
+    # full-precision layers are not clipped: with lr=1.0 some weight leaves [-1, 1]
+    assert max(p.abs().max() for n, p in net.named_parameters() if n.startswith("0.")) > 1.0
+
+
+def test_train_variant_writes_outputs_and_mlflow_run(tmp_path, tiny_data_dir):
+    cfg = compose_config(tiny_overrides(tmp_path, "xnor"))
+    metrics = train_variant(cfg)
+    saved = json.loads((tmp_path / "metrics" / "train_xnor.json").read_text())
+    assert saved == metrics
+    for key in ("test_acc", "val_acc", "epochs", "train_seconds", "params_total", "params_binary"):
+        assert key in saved
+    assert 0.0 <= saved["test_acc"] <= 1.0 and saved["epochs"] == 1
+    assert saved["params_binary"] == 20 * 50 * 25 + 800 * 500
+    rows = list(csv.DictReader(open(tmp_path / "plots" / "train_xnor.csv")))
+    assert [r["epoch"] for r in rows] == ["1"]
+    ckpt = torch.load(tmp_path / "models" / "xnor.ckpt", weights_only=False)
+    assert "state_dict" in ckpt
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("xnornet")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.run_name == "train-xnor"
+    assert run.data.tags["variant"] == "xnor" and run.data.tags["dvc_stage"] == "train@xnor"
+    assert run.data.metrics["test_acc"] == pytest.approx(saved["test_acc"])
+    assert "val_acc" in run.data.metrics and "train_loss_epoch" in run.data.metrics
+    assert run.data.params["model.binarization.inputs"] == "True"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"xnor.ckpt", "train_xnor.json", "train_xnor.csv"} <= artifacts
+
+
+def test_training_is_deterministic_for_a_fixed_seed(tmp_path, tiny_data_dir):
+    results = []
+    for _ in range(2):
+        cfg = compose_config(tiny_overrides(tmp_path, "bwn"))
+        train_variant(cfg)
+        state = torch.load(tmp_path / "models" / "bwn.ckpt", weights_only=False)["state_dict"]
+        results.append(state)
+    for key in results[0]:
+        torch.testing.assert_close(results[0][key], results[1][key], rtol=0, atol=0)
+
+
+def test_missing_dataset_is_one_clear_error(tmp_path):
+    cfg = compose_config(tiny_overrides(tmp_path, "fp"))
+    with pytest.raises(XnornetError, match=r"train.npz: not found; run `dvc repro fetch`"):
+        train_variant(cfg)
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "models").exists()
+
+
+def test_bad_train_config_is_rejected(tmp_path, tiny_data_dir):
+    with pytest.raises(XnornetError, match="train.max_epochs"):
+        train_variant(compose_config([*tiny_overrides(tmp_path, "fp"), "train.max_epochs=0"]))
+    with pytest.raises(XnornetError, match="data.val_size"):
+        train_variant(compose_config([*tiny_overrides(tmp_path, "fp"), "data.val_size=100000"]))
