@@ -45,9 +45,7 @@ def test_idx_source_round_trips_the_arrays(tmp_path):
 def test_idx_wrong_checksum_names_file_and_digests(tmp_path):
     cfg = OmegaConf.create(make_idx_mirror(tmp_path))
     cfg.idx.files.test_labels.md5 = "0" * 32
-    with pytest.raises(
-        XnornetError, match=r"t10k-labels-idx1-ubyte.gz: md5 mismatch \(expected 0+"
-    ):
+    with pytest.raises(XnornetError, match=r"t10k-labels-idx1-ubyte.gz: md5 mismatch \(expected 0+"):
         fetch_mnist(cfg)
 
 

@@ -41,6 +41,12 @@ def shrink_config(repo: Path, mirror: dict) -> None:
 
     edit("conf/data/mnist.yaml", source="idx", idx=mirror["idx"], val_size=100)
     edit("conf/train/default.yaml", max_epochs=1, batch_size=50, progress_bar=False)
+    tiny_shapes = [
+        {"name": "tiny_conv", "kind": "conv", "batch": 2, "c_in": 20, "c_out": 17, "k": 3, "h": 6, "w": 6,
+         "stride": 1, "padding": 1},
+        {"name": "tiny_fc", "kind": "linear", "batch": 8, "c_in": 100, "c_out": 9},
+    ]  # fmt: skip
+    edit("conf/bench/default.yaml", shapes=tiny_shapes, warmup=1, repeats=2, peak_iters=100000)
 
 
 def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -69,10 +75,18 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
         assert (repo / "models" / f"{v}.ckpt").stat().st_size > 0
         assert (repo / "plots" / f"train_{v}.csv").read_text().startswith("epoch,")
 
+    bench = json.loads((repo / "metrics" / "bench.json").read_text())
+    for name in ("tiny_conv", "tiny_fc"):
+        row = bench["shapes"][name]
+        for key in ("torch_conv_ms", "binary_layer_ms", "speedup_vs_conv", "gops", "pct_of_limit", "isa"):
+            assert key in row
+        assert row["threads"] == 1
+    assert (repo / "plots" / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
     exp = client.get_experiment_by_name("xnornet")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert {"fetch", *(f"train-{v}" for v in VARIANTS)} <= set(runs)
+    assert {"fetch", "bench", *(f"train-{v}" for v in VARIANTS)} <= set(runs)
     for v in VARIANTS:
         assert runs[f"train-{v}"].data.metrics["test_acc"] == pytest.approx(
             json.loads((repo / "metrics" / f"train_{v}.json").read_text())["test_acc"]

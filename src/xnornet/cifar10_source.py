@@ -50,10 +50,7 @@ def read_cifar10_tarball(path: Path) -> dict[str, Split]:
     """Train (data_batch_1..5) and test (test_batch) splits of ``cifar-10-python.tar.gz``."""
     try:
         with tarfile.open(path, "r:gz") as tar:
-            train = [
-                _read_batch(tar, f"cifar-10-batches-py/data_batch_{i}", path.name)
-                for i in range(1, 6)
-            ]
+            train = [_read_batch(tar, f"cifar-10-batches-py/data_batch_{i}", path.name) for i in range(1, 6)]
             test = _read_batch(tar, "cifar-10-batches-py/test_batch", path.name)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise XnornetError(f"{path.name}: not a readable CIFAR-10 tarball ({e})") from e

@@ -80,9 +80,7 @@ class NpzDataModule(pl.LightningDataModule):
         images, labels = load_npz(self.data_dir / "train.npz")
         images, labels = images[: self.limit_train], labels[: self.limit_train]
         if not 0 < self.val_size < len(labels):
-            raise XnornetError(
-                f"data.val_size={self.val_size} must be between 1 and {len(labels) - 1}"
-            )
+            raise XnornetError(f"data.val_size={self.val_size} must be between 1 and {len(labels) - 1}")
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
         x, y = to_tensor(images, self.mean, self.std), torch.from_numpy(labels)
         val, train = perm[: self.val_size], perm[self.val_size :]
@@ -90,9 +88,7 @@ class NpzDataModule(pl.LightningDataModule):
         self.val_set = InMemoryBatches(x[val], y[val])
         images, labels = load_npz(self.data_dir / "test.npz")
         images, labels = images[: self.limit_test], labels[: self.limit_test]
-        self.test_set = InMemoryBatches(
-            to_tensor(images, self.mean, self.std), torch.from_numpy(labels)
-        )
+        self.test_set = InMemoryBatches(to_tensor(images, self.mean, self.std), torch.from_numpy(labels))
 
     def train_dataloader(self) -> DataLoader:
         return batch_loader(self.train_set, self.batch_size, shuffle=True)

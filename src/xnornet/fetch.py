@@ -32,9 +32,7 @@ def main(cfg: DictConfig) -> None:
     splits = DATASETS[cfg.data.name](cfg.data)
     write_splits(splits, Path(cfg.paths.data_dir))
     client, run_id = start_run(cfg, "fetch", run_tags("fetch", dataset=cfg.data.name))
-    record(
-        client, run_id, {f"n_{split}": len(labels) for split, (_, labels) in splits.items()}, None
-    )
+    record(client, run_id, {f"n_{split}": len(labels) for split, (_, labels) in splits.items()}, None)
     client.set_terminated(run_id)
     for split, (images, labels) in splits.items():
         print(f"{split}: {images.shape} images, class counts {np.bincount(labels).tolist()}")

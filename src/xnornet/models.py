@@ -80,9 +80,7 @@ class NIN(nn.Sequential):
     def __init__(self, binarization: Binarization, num_classes: int = 10, in_channels: int = 3):
         b = binarization
         super().__init__(
-            QuantConv2d(
-                in_channels, 192, 5, padding=2, **b.quantizers(hidden=False, raw_input=True)
-            ),
+            QuantConv2d(in_channels, 192, 5, padding=2, **b.quantizers(hidden=False, raw_input=True)),
             nn.BatchNorm2d(192, eps=1e-4),
             nn.ReLU(inplace=True),  # (B, 192, 32, 32)
             *binary_conv_block(192, 160, 1, b),

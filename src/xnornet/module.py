@@ -62,9 +62,7 @@ class ClassifierModule(pl.LightningModule):
                     layer.weight.clamp_(-1.0, 1.0)
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.StepLR(
             opt, step_size=self.hparams.lr_step_epochs, gamma=self.hparams.lr_gamma
         )

@@ -39,9 +39,7 @@ def build_datamodule(cfg: DictConfig) -> NpzDataModule:
 
 def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassifierModule:
     t = cfg.train
-    return ClassifierModule(
-        net, t.lr, t.weight_decay, t.lr_step_epochs, t.lr_gamma, t.clip_latent_weights
-    )
+    return ClassifierModule(net, t.lr, t.weight_decay, t.lr_step_epochs, t.lr_gamma, t.clip_latent_weights)
 
 
 def count_params(net: torch.nn.Module) -> tuple[int, int]:

@@ -1,0 +1,104 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Typed entry points into xnor_kernels.h. Callers (xnornet.kernels) validate and allocate;
+these only take the matching typed memoryviews and release the GIL around the C call."""
+
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+
+cdef extern from "xnor_kernels.h" nogil:
+    ctypedef struct xn_epilogue:
+        int32_t *out_i32
+        float *out_f32
+        const float *alpha
+        const float *bias
+        const float *row_scale
+        const int32_t *corr
+        int64_t corr_period
+        int64_t n
+        int64_t k
+
+    int xn_cpu_isa()
+    int xn_micro_rows(int isa)
+    int xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *panels, int64_t n,
+                 int64_t words, const xn_epilogue *e, int threads)
+    void xn_pack_rows(int isa, const float *x, int64_t rows, int64_t k, int64_t words,
+                      uint64_t *out, int threads)
+    void xn_im2col(const uint64_t *x, int64_t batch, int64_t h, int64_t c, int64_t row_words,
+                   int64_t kh, int64_t kw, int64_t stride, int64_t pad, int64_t ho, int64_t wo,
+                   uint64_t *out, int threads)
+    double xn_popcount_peak(int isa, int64_t iters)
+
+
+def cpu_isa() -> int:
+    return xn_cpu_isa()
+
+
+def pack_rows(int isa, const float[:, ::1] x, int64_t k, uint64_t[:, ::1] out, int threads):
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        xn_pack_rows(isa, &x[0, 0], x.shape[0], k, out.shape[1], &out[0, 0], threads)
+
+
+def im2col(const uint64_t[:, ::1] x, int64_t batch, int64_t h, int64_t c, int64_t kh, int64_t kw,
+           int64_t stride, int64_t pad, int64_t ho, int64_t wo, uint64_t[:, ::1] out, int threads):
+    if out.shape[0] == 0:
+        return
+    with nogil:
+        xn_im2col(&x[0, 0], batch, h, c, x.shape[1], kh, kw, stride, pad, ho, wo, &out[0, 0],
+                  threads)
+
+
+cdef int _bgemm(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
+                xn_epilogue *e, int threads) except -2:
+    cdef int rc
+    if a.shape[0] == 0 or n == 0:
+        return 0
+    with nogil:
+        rc = xn_bgemm(isa, &a[0, 0], a.shape[0], &panels[0, 0, 0], n, a.shape[1], e, threads)
+    if rc != 0:
+        raise MemoryError("xnor_gemm: out of memory for the row tail buffer")
+    return 0
+
+
+def bgemm_i32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
+              int64_t k, const int32_t[:, ::1] corr, int32_t[:, ::1] out, int threads):
+    cdef xn_epilogue e
+    e.out_i32 = &out[0, 0] if out.shape[0] and out.shape[1] else NULL
+    e.out_f32 = NULL
+    e.alpha = NULL
+    e.bias = NULL
+    e.row_scale = NULL
+    e.corr = &corr[0, 0] if corr is not None else NULL
+    e.corr_period = corr.shape[0] if corr is not None else 1
+    e.n = n
+    e.k = k
+    _bgemm(isa, a, panels, n, &e, threads)
+
+
+def bgemm_f32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
+              int64_t k, const float[::1] alpha, const float[::1] bias,
+              const float[::1] row_scale, const int32_t[:, ::1] corr, float[:, ::1] out,
+              int threads):
+    cdef xn_epilogue e
+    e.out_i32 = NULL
+    e.out_f32 = &out[0, 0] if out.shape[0] and out.shape[1] else NULL
+    e.alpha = &alpha[0]
+    e.bias = &bias[0] if bias is not None else NULL
+    e.row_scale = &row_scale[0] if row_scale is not None else NULL
+    e.corr = &corr[0, 0] if corr is not None else NULL
+    e.corr_period = corr.shape[0] if corr is not None else 1
+    e.n = n
+    e.k = k
+    _bgemm(isa, a, panels, n, &e, threads)
+
+
+def micro_rows(int isa) -> int:
+    return xn_micro_rows(isa)
+
+
+def popcount_peak(int isa, int64_t iters) -> float:
+    cdef double r
+    with nogil:
+        r = xn_popcount_peak(isa, iters)
+    return r

@@ -1,0 +1,23 @@
+"""Only the Cython extension lives here; all metadata is in pyproject.toml.
+
+The kernel is compiled for the baseline ISA; its SIMD variants carry per-function target
+attributes and are chosen at run time, so never add -march=native here.
+"""
+
+import sys
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+
+extension = Extension(
+    "xnornet.kernels._xnor",
+    sources=["kernels/_xnor.pyx"],
+    include_dirs=["kernels"],
+    depends=["kernels/xnor_kernels.h"],
+    extra_compile_args=["-O3", *openmp],
+    extra_link_args=openmp,
+)
+
+setup(ext_modules=cythonize([extension], compiler_directives={"language_level": "3"}))

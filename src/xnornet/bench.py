@@ -1,0 +1,108 @@
+"""DVC stage `bench`: the XNOR-popcount kernel vs torch float32 at real layer shapes."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from xnornet.benchmarking import (
+    LayerShape,
+    bench_shape,
+    machine_info,
+    resolve_isas,
+    resolve_thread_counts,
+)
+from xnornet.cli import stage_main
+from xnornet.errors import XnornetError
+from xnornet.files import atomic_path
+from xnornet.kernels import available_isas, popcount_peak
+from xnornet.kernels.isa import ENV_VAR
+from xnornet.plotting import speedup_chart
+from xnornet.tracking import record, run_tags, start_run, write_metrics
+
+
+def measure_limits(isas: list[str], iters: int) -> dict[str, float]:
+    """Per-core binary ops/s of each path, measured now, not quoted."""
+    limits = {}
+    for isa in isas:
+        os.environ[ENV_VAR] = isa
+        limits[isa] = popcount_peak(iters)
+    os.environ.pop(ENV_VAR, None)
+    return limits
+
+
+def run_bench(b: DictConfig) -> tuple[list[dict], dict]:
+    try:
+        shapes = [LayerShape(**OmegaConf.to_container(s)) for s in b.shapes]
+        isas = resolve_isas(b.isas, available_isas())
+        thread_counts = resolve_thread_counts(b.threads)
+    except (TypeError, ValueError) as e:
+        raise XnornetError(f"bench config: {e}") from e
+    limits = measure_limits(isas, int(b.peak_iters))
+    rows: list[dict] = []
+    with tqdm(total=len(shapes) * (b.warmup + b.repeats), desc="bench", unit="round") as bar:
+        for shape in shapes:
+            bar.set_postfix_str(shape.name)
+            rows += bench_shape(shape, isas, thread_counts, limits, b.warmup, b.repeats, b.seed,
+                                bar.update)  # fmt: skip
+    summary = {
+        "machine": {**machine_info(), "best_isa": isas[0]},
+        "popcount_limit_gops_per_core": {isa: round(v / 1e9, 1) for isa, v in limits.items()},
+        "shapes": {},
+    }
+    for shape in shapes:
+        mine = [r for r in rows if r["shape"] == shape.name]
+        headline = next(r for r in mine if r["isa"] == isas[0] and r["threads"] == thread_counts[0])
+        summary["shapes"][shape.name] = {
+            **{k: v for k, v in headline.items() if k != "shape"},
+            "by_path": {f"{r['isa']}_t{r['threads']}": {
+                k: r[k] for k in ("binary_layer_ms", "torch_conv_ms", "speedup_vs_conv",
+                                  "pct_of_limit", "thread_speedup")
+            } for r in mine},
+        }  # fmt: skip
+    return rows, summary
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def print_table(rows: list[dict], limits: dict) -> None:
+    print(f"per-core popcount limit (Gop/s): {limits}")
+    head = f"{'shape':<20}{'isa':<18}{'thr':>4}{'torch ms':>10}{'binary ms':>11}{'speedup':>9}"
+    print(head + f"{'bgemm Gop/s':>13}{'% limit':>9}{'thr ×':>7}")
+    for r in rows:
+        print(f"{r['shape']:<20}{r['isa']:<18}{r['threads']:>4}{r['torch_conv_ms']:>10.3f}"
+              f"{r['binary_layer_ms']:>11.3f}{r['speedup_vs_conv']:>8.1f}×{r['bgemm_gops']:>13.0f}"
+              f"{r['pct_of_limit']:>8.1f}%{r['thread_speedup']:>7.2f}")  # fmt: skip
+
+
+@stage_main
+def main(cfg: DictConfig) -> None:
+    rows, summary = run_bench(cfg.bench)
+    metrics_path = Path(cfg.paths.metrics_dir) / "bench.json"
+    csv_path, png_path = (
+        Path(cfg.paths.plots_dir) / "bench.csv",
+        Path(cfg.paths.plots_dir) / "bench.png",
+    )
+    write_csv(rows, csv_path)
+    speedup_chart(rows, png_path, f"Binary layer vs torch float32 — {summary['machine']['cpu']}")
+    write_metrics(metrics_path, summary)
+    client, run_id = start_run(cfg, "bench", run_tags("bench"))
+    keys = ("speedup_vs_conv", "binary_layer_ms", "torch_conv_ms", "gops", "pct_of_limit")
+    flat = {f"{r['shape']}/{r['isa']}/t{r['threads']}/{k}": r[k] for r in rows for k in keys}
+    flat.update({f"limit_gops/{k}": v for k, v in summary["popcount_limit_gops_per_core"].items()})
+    record(client, run_id, flat, None, [metrics_path, csv_path, png_path])
+    client.set_terminated(run_id)
+    print_table(rows, summary["popcount_limit_gops_per_core"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Side-by-side timing of torch float32 layers and the binary layer on real layer shapes.
+
+All variants of one shape are timed interleaved in the same process (one call of each per
+round, median over rounds), so a busy neighbour or a clock change hits them alike.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xnornet.kernels import (
+    BinaryConvWeights,
+    PackedColumns,
+    binary_conv2d,
+    binary_linear,
+    gemm_packed,
+    im2col_bits,
+    pack_bits,
+    pack_nhwc,
+)
+from xnornet.kernels.isa import ENV_VAR
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    name: str
+    kind: str  # conv | linear
+    batch: int
+    c_in: int
+    c_out: int
+    k: int = 1
+    h: int = 1
+    w: int = 1
+    stride: int = 1
+    padding: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("conv", "linear"):
+            raise ValueError(f"bench shape {self.name}: kind must be conv or linear, not {self.kind!r}")
+        if min(self.batch, self.c_in, self.c_out, self.k, self.h, self.w, self.stride) < 1:
+            raise ValueError(f"bench shape {self.name}: sizes must be positive")
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        if self.kind == "linear":
+            return 1, 1
+        ho = (self.h + 2 * self.padding - self.k) // self.stride + 1
+        wo = (self.w + 2 * self.padding - self.k) // self.stride + 1
+        return ho, wo
+
+    @property
+    def gemm(self) -> tuple[int, int, int]:
+        """(M, N, K) of the equivalent GEMM."""
+        ho, wo = self.out_hw
+        return self.batch * ho * wo, self.c_out, self.c_in * self.k * self.k
+
+    @property
+    def ops(self) -> int:
+        m, n, k = self.gemm
+        return 2 * m * n * k
+
+
+def with_threads(fn: Callable[[], object], threads: int) -> Callable[[], object]:
+    def run():
+        torch.set_num_threads(threads)
+        return fn()
+
+    return run
+
+
+def with_isa(fn: Callable[[], object], isa: str) -> Callable[[], object]:
+    def run():
+        os.environ[ENV_VAR] = isa
+        return fn()
+
+    return run
+
+
+def torch_fns(shape: LayerShape, rng: np.random.Generator) -> dict[str, Callable[[], object]]:
+    """float32 conv2d (NCHW and channels-last) or linear, and matmul on the same GEMM."""
+    m, n, k = shape.gemm
+    a = torch.from_numpy(rng.standard_normal((m, k), dtype=np.float32))
+    b = torch.from_numpy(rng.standard_normal((k, n), dtype=np.float32))
+    fns = {"torch_matmul": lambda: torch.mm(a, b)}
+    if shape.kind == "linear":
+        x = torch.from_numpy(rng.standard_normal((shape.batch, shape.c_in), dtype=np.float32))
+        w = torch.from_numpy(rng.standard_normal((shape.c_out, shape.c_in), dtype=np.float32))
+        fns["torch_conv"] = lambda: F.linear(x, w)
+        return fns
+    x = torch.from_numpy(rng.standard_normal((shape.batch, shape.c_in, shape.h, shape.w), dtype=np.float32))
+    w = torch.from_numpy(rng.standard_normal((shape.c_out, shape.c_in, shape.k, shape.k), dtype=np.float32))
+    xc, wc = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
+    fns["torch_conv_nchw"] = lambda: F.conv2d(x, w, stride=shape.stride, padding=shape.padding)
+    fns["torch_conv_cl"] = lambda: F.conv2d(xc, wc, stride=shape.stride, padding=shape.padding)
+    return fns
+
+
+def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dict[str, Callable[[], object]]:
+    """The whole binary layer (pack + im2col + bgemm + α/bias transform), and its bgemm alone."""
+    alpha = rng.random(shape.c_out, dtype=np.float32)
+    bias = rng.standard_normal(shape.c_out).astype(np.float32)
+    if shape.kind == "linear":
+        x = rng.standard_normal((shape.batch, shape.c_in), dtype=np.float32)
+        w = rng.standard_normal((shape.c_out, shape.c_in), dtype=np.float32)
+        cols = PackedColumns.from_bits(pack_bits(w), shape.c_in)
+        x_bits = pack_bits(x)
+        return {
+            "binary_layer": lambda: binary_linear(pack_bits(x, threads), cols, alpha, bias, threads=threads),
+            "bgemm": lambda: gemm_packed(x_bits, cols, threads=threads),
+        }
+    x = rng.standard_normal((shape.batch, shape.h, shape.w, shape.c_in), dtype=np.float32)
+    w = rng.standard_normal((shape.c_out, shape.c_in, shape.k, shape.k), dtype=np.float32)
+    weights = BinaryConvWeights.from_float(w, shape.stride, shape.padding)
+    weights.correction(shape.h, shape.w)  # per input size, computed once like the weight packing
+    patches = im2col_bits(pack_nhwc(x), weights)
+
+    def layer():
+        return binary_conv2d(pack_nhwc(x, threads), weights, alpha, bias, threads=threads)
+
+    return {
+        "binary_layer": layer,
+        "bgemm": lambda: gemm_packed(patches, weights.columns, threads=threads),
+    }
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], warmup: int, repeats: int, tick: Callable[[], None]
+) -> dict[str, float]:
+    """Median seconds of each function, calling each once per round in turn."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                samples[name].append(time.perf_counter() - start)
+        tick()
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def machine_info() -> dict[str, object]:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "torch": torch.__version__, "numpy": np.__version__}
+
+
+def resolve_isas(wanted, available: list[str]) -> list[str]:
+    """``all`` = every popcount path here; "generic" (for CPUs without POPCNT) only if asked."""
+    if wanted == "all":
+        return [isa for isa in available if isa != "generic"] or list(available)
+    unknown = [isa for isa in wanted if isa not in available]
+    if unknown:
+        raise ValueError(f"bench.isas: {unknown} not available here (this CPU runs {available})")
+    return list(wanted)
+
+
+def resolve_thread_counts(wanted) -> list[int]:
+    cores = machine_info()["cores"]
+    counts = sorted({int(cores) if t == "all" else int(t) for t in wanted})
+    if not counts or counts[0] < 1:
+        raise ValueError(f"bench.threads must be positive integers or 'all', got {list(wanted)}")
+    return counts
+
+
+def bench_shape(
+    shape: LayerShape,
+    isas: list[str],
+    thread_counts: list[int],
+    limits: dict[str, float],
+    warmup: int,
+    repeats: int,
+    seed: int,
+    tick: Callable[[], None],
+) -> list[dict]:
+    """One row per (ISA, threads): torch and binary timings of ``shape``, measured together."""
+    rng = np.random.default_rng(seed)
+    fns: dict[str, Callable[[], object]] = {}
+    torch_layer = torch_fns(shape, rng)
+    for t in thread_counts:
+        for name, fn in torch_layer.items():
+            fns[f"{name}@{t}"] = with_threads(fn, t)
+        for isa in isas:
+            for name, fn in binary_fns(shape, rng, t).items():
+                fns[f"{name}@{isa}@{t}"] = with_isa(fn, isa)
+    saved = os.environ.get(ENV_VAR), torch.get_num_threads()
+    try:
+        ms = {k: 1e3 * v for k, v in time_interleaved(fns, warmup, repeats, tick).items()}
+    finally:
+        os.environ.pop(ENV_VAR, None) if saved[0] is None else os.environ.update({ENV_VAR: saved[0]})
+        torch.set_num_threads(saved[1])
+    m, n, k = shape.gemm
+    rows = []
+    for t in thread_counts:
+        conv_ms = min(v for key, v in ms.items() if key.startswith("torch_conv") and key.endswith(f"@{t}"))
+        for isa in isas:
+            layer_ms, bgemm_ms = ms[f"binary_layer@{isa}@{t}"], ms[f"bgemm@{isa}@{t}"]
+            bgemm_gops = shape.ops / bgemm_ms / 1e6
+            rows.append({
+                "shape": shape.name, "isa": isa, "threads": t, "M": m, "N": n, "K": k,
+                "torch_conv_ms": round(conv_ms, 4),
+                "torch_matmul_ms": round(ms[f"torch_matmul@{t}"], 4),
+                "binary_layer_ms": round(layer_ms, 4),
+                "bgemm_ms": round(bgemm_ms, 4),
+                "speedup_vs_conv": round(conv_ms / layer_ms, 2),
+                "speedup_vs_matmul": round(ms[f"torch_matmul@{t}"] / layer_ms, 2),
+                "torch_gops": round(shape.ops / conv_ms / 1e6, 1),
+                "gops": round(shape.ops / layer_ms / 1e6, 1),
+                "bgemm_gops": round(bgemm_gops, 1),
+                "pct_of_limit": round(100 * bgemm_gops / (limits[isa] / 1e9 * t), 1),
+                "thread_speedup": round(ms[f"binary_layer@{isa}@{thread_counts[0]}"] / layer_ms, 2),
+            })  # fmt: skip
+    return rows

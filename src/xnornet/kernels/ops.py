@@ -1,0 +1,176 @@
+"""The public kernel API: validate, allocate, then call the typed Cython kernel.
+
+Bad input (wrong dtype, non-contiguous, mismatched or impossible sizes, garbage in padding
+bits) raises TypeError/ValueError naming the argument; nothing reaches C unchecked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from xnornet.kernels import _xnor
+from xnornet.kernels.isa import isa_code
+
+PANEL = 16  # columns per packed-B panel (XN_NR in xnor_kernels.h)
+SERIAL_WORK = 1 << 15  # below this many word-ops one thread is faster than waking a team
+
+
+def _check(arr, name: str, dtype, ndim: int | None = None, min_ndim: int = 0) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {arr.dtype}")
+    if (ndim is not None and arr.ndim != ndim) or arr.ndim < min_ndim:
+        want = ndim if ndim is not None else f">= {min_ndim}"
+        raise ValueError(f"{name} must have {want} dimensions, got shape {arr.shape}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+    return arr
+
+
+def resolve_threads(threads: int | None, work: int = SERIAL_WORK) -> int:
+    """Explicit OpenMP thread count: None means every core this process may use."""
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return 1 if work < SERIAL_WORK else int(threads)
+
+
+def n_words(k: int) -> int:
+    return -(-k // 64)
+
+
+def pack_bits(x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Sign-pack float32 ``(..., K)`` into uint64 ``(..., ceil(K/64))``: bit 1 ⇔ x < 0.
+
+    Examples:
+        >>> pack_bits(np.array([[-1.0, 0.0, -2.0]], dtype=np.float32)).tolist()
+        [[5]]
+    """
+    _check(x, "x", np.float32, min_ndim=1)
+    k = x.shape[-1]
+    if k < 1:
+        raise ValueError(f"x must have a non-empty last axis, got shape {x.shape}")
+    rows = x.reshape(-1, k)
+    out = np.empty((rows.shape[0], n_words(k)), dtype=np.uint64)
+    _xnor.pack_rows(isa_code(), rows, k, out, resolve_threads(threads, rows.size // 8))
+    return out.reshape(*x.shape[:-1], n_words(k))
+
+
+def _check_padding_bits(bits: np.ndarray, k: int, name: str) -> None:
+    """Padding bits must be 0 (DESIGN.md), or the dot product k − 2·popcount would be wrong."""
+    full, rem = divmod(k, 64)
+    tail = bits[:, full + (rem > 0) :]
+    bad = tail.any() if tail.size else False
+    if rem and not bad:
+        bad = bool((bits[:, full] >> np.uint64(rem)).any())
+    if bad:
+        raise ValueError(f"{name} has nonzero padding bits beyond k={k}")
+
+
+@dataclass(frozen=True)
+class PackedColumns:
+    """The B operand of xnor_gemm in the kernel's panel layout, prepared once and reused."""
+
+    panels: np.ndarray  # (ceil(N/16), W, 16) uint64
+    n: int
+    k: int
+
+    @classmethod
+    def from_bits(cls, b_bits: np.ndarray, k: int) -> PackedColumns:
+        n, words = b_bits.shape
+        npanels = -(-n // PANEL)
+        padded = np.zeros((npanels * PANEL, words), np.uint64)  # zero columns fill the last panel
+        padded[:n] = b_bits
+        panels = padded.reshape(npanels, PANEL, words).transpose(0, 2, 1)  # (P, W, 16)
+        return cls(np.ascontiguousarray(panels), n, k)
+
+    @property
+    def words(self) -> int:
+        return self.panels.shape[1]
+
+
+def _check_k(k, words: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    if not 1 <= k <= 64 * words:
+        raise ValueError(f"k={k} must be between 1 and 64·words = {64 * words}")
+    if n_words(k) != words and words:
+        raise ValueError(f"k={k} needs {n_words(k)} words per row, operands have {words}")
+    return int(k)
+
+
+def _optional_f32(arr, name: str, size: int) -> np.ndarray | None:
+    if arr is None:
+        return None
+    _check(arr, name, np.float32)
+    if arr.size != size:
+        raise ValueError(f"{name} must have {size} values, got shape {arr.shape}")
+    return arr.reshape(-1)
+
+
+def gemm_packed(
+    a_bits: np.ndarray,
+    columns: PackedColumns,
+    *,
+    corr: np.ndarray | None = None,
+    alpha: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    row_scale: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """A (M×W words) against prepared columns: int32 dots, or with ``alpha`` the fused float32
+    ``alpha[n]·(dot − corr[m mod P, n])·row_scale[m] + bias[n]``."""
+    _check(a_bits, "a_bits", np.uint64, ndim=2)
+    if a_bits.shape[1] != columns.words:
+        raise ValueError(f"a_bits has {a_bits.shape[1]} words per row, columns have {columns.words}")
+    m, n = a_bits.shape[0], columns.n
+    if corr is not None:
+        _check(corr, "corr", np.int32, ndim=2)
+        if corr.shape[1] != n or corr.shape[0] < 1:
+            raise ValueError(f"corr must have shape (P, {n}), got {corr.shape}")
+    t = resolve_threads(threads, m * n * columns.words)
+    if alpha is None:
+        out = np.empty((m, n), dtype=np.int32)
+        _xnor.bgemm_i32(isa_code(), a_bits, columns.panels, n, columns.k, corr, out, t)
+        return out
+    alpha = _optional_f32(alpha, "alpha", n)
+    bias, row_scale = _optional_f32(bias, "bias", n), _optional_f32(row_scale, "row_scale", m)
+    out = np.empty((m, n), dtype=np.float32)
+    _xnor.bgemm_f32(isa_code(), a_bits, columns.panels, n, columns.k, alpha, bias, row_scale,
+                    corr, out, t)  # fmt: skip
+    return out
+
+
+def xnor_gemm(a_bits: np.ndarray, b_bits: np.ndarray, k: int, threads: int | None = None) -> np.ndarray:
+    """±1 dot products of every row of ``a`` (M×W words) with every row of ``b`` (N×W words).
+
+    Returns int32 (M, N) = k − 2·popcount(a XOR b), which equals sign(A) @ sign(B).T exactly.
+    """
+    _check(a_bits, "a_bits", np.uint64, ndim=2)
+    _check(b_bits, "b_bits", np.uint64, ndim=2)
+    if a_bits.shape[1] != b_bits.shape[1]:
+        raise ValueError(f"a_bits has {a_bits.shape[1]} words per row but b_bits has {b_bits.shape[1]}")
+    k = _check_k(k, a_bits.shape[1])
+    _check_padding_bits(a_bits, k, "a_bits")
+    _check_padding_bits(b_bits, k, "b_bits")
+    return gemm_packed(a_bits, PackedColumns.from_bits(b_bits, k), threads=threads)
+
+
+def binary_linear(
+    x_bits: np.ndarray,
+    columns: PackedColumns,
+    alpha: np.ndarray,
+    bias: np.ndarray | None = None,
+    row_scale: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """XNOR linear layer on packed inputs: float32 (M, N) = alpha·dot·row_scale + bias."""
+    _check(x_bits, "x_bits", np.uint64, ndim=2)
+    _check_padding_bits(x_bits, columns.k, "x_bits")
+    return gemm_packed(x_bits, columns, alpha=alpha, bias=bias, row_scale=row_scale,
+                       threads=threads)  # fmt: skip
