@@ -288,6 +288,32 @@ static void xn_pack_rows(int isa, const float *x, int64_t rows, int64_t k, int64
     for (int64_t r = 0; r < rows; ++r) row(x + r * k, k, words, out + r * words);
 }
 
+/* BatchNorm -> sign -> pack in one pass, so the activations between binary layers never exist
+ * as a float tensor. x is (rows, pixels, c) channels-last; y = x * scale[ch] + shift[ch];
+ * bit = y < 0, packed per row as one stream of pixels*c bits. If absmean is given it receives
+ * mean_c |y| per pixel (XNOR-Net's A, from which K = box-filter(A)). */
+static void xn_bn_sign_pack(const float *x, int64_t rows, int64_t pixels, int64_t c,
+                            const float *scale, const float *shift, int64_t words, uint64_t *out,
+                            float *absmean, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && rows * pixels * c > (1 << 16))
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * pixels * c;
+        uint64_t *o = out + r * words;
+        memset(o, 0, (size_t)words * sizeof(uint64_t));
+        for (int64_t p = 0; p < pixels; ++p) {
+            float acc = 0.0f;
+            const int64_t base = p * c;
+            for (int64_t ch = 0; ch < c; ++ch) {
+                const float y = xr[base + ch] * scale[ch] + shift[ch];
+                const int64_t bit = base + ch;
+                o[bit >> 6] |= (uint64_t)(y < 0.0f) << (bit & 63);
+                acc += y < 0.0f ? -y : y;
+            }
+            if (absmean) absmean[r * pixels + p] = acc / (float)c;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Bit-level im2col. The input is packed NHWC: each image row (W pixels x C channels) is one     */
 /* bit stream of `row_words` words. Output row (b, oh, ow) holds, for each kernel row i, the     */

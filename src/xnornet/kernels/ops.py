@@ -174,3 +174,29 @@ def binary_linear(
     _check_padding_bits(x_bits, columns.k, "x_bits")
     return gemm_packed(x_bits, columns, alpha=alpha, bias=bias, row_scale=row_scale,
                        threads=threads)  # fmt: skip
+
+
+def bn_sign_pack(
+    x: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    with_absmean: bool = False,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """sign(x·scale + shift) packed, per channel (last axis), in one pass over channels-last x.
+
+    x (B, ..., C) float32 → bits (B, ceil(P·C/64)) with P the pixels per sample, and, if asked,
+    mean_c |x·scale + shift| per pixel (B, P): the A of XNOR-Net's K = A ⊛ box.
+    """
+    _check(x, "x", np.float32, min_ndim=2)
+    c = x.shape[-1]
+    for arr, name in ((scale, "scale"), (shift, "shift")):
+        _check(arr, name, np.float32, ndim=1)
+        if arr.shape[0] != c:
+            raise ValueError(f"{name} must have {c} values (x channels), got {arr.shape[0]}")
+    rows = x.reshape(x.shape[0], -1)
+    pixels = rows.shape[1] // c
+    out = np.empty((rows.shape[0], n_words(rows.shape[1])), dtype=np.uint64)
+    absmean = np.empty((rows.shape[0], pixels), dtype=np.float32) if with_absmean else None
+    _xnor.bn_sign_pack(rows, c, scale, shift, out, absmean, resolve_threads(threads, rows.size // 8))
+    return out, absmean
