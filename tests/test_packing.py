@@ -35,7 +35,8 @@ def trained_net(tmp_path, overrides: list[str]) -> torch.nn.Module:
     """A LeNet-5 trained for a few real steps, so BN statistics and weights are not trivial."""
     cfg = compose_config([*tiny_overrides(tmp_path, "xnor"), *overrides])
     net = build_net(cfg)
-    quiet_trainer(max_steps=6, limit_val_batches=0).fit(build_module(cfg, net), datamodule=build_datamodule(cfg))
+    trainer = quiet_trainer(max_steps=6, limit_val_batches=0)
+    trainer.fit(build_module(cfg, net), datamodule=build_datamodule(cfg))
     return net.eval()
 
 
