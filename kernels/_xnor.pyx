@@ -27,6 +27,8 @@ cdef extern from "xnor_kernels.h" nogil:
                    int64_t kh, int64_t kw, int64_t stride, int64_t pad, int64_t ho, int64_t wo,
                    uint64_t *out, int threads)
     double xn_popcount_peak(int isa, int64_t iters)
+    void xn_affine_pack_rows(int isa, const float *x, int64_t rows, int64_t k, const float *sc,
+                             const float *sh, int64_t words, uint64_t *out, int threads)
     void xn_bn_sign_pack(const float *x, int64_t rows, int64_t pixels, int64_t c,
                          const float *scale, const float *shift, int64_t words, uint64_t *out,
                          float *absmean, int threads)
@@ -115,3 +117,12 @@ def bn_sign_pack(const float[:, ::1] x, int64_t c, const float[::1] scale, const
     with nogil:
         xn_bn_sign_pack(&x[0, 0], x.shape[0], x.shape[1] // c, c, &scale[0], &shift[0],
                         out.shape[1], &out[0, 0], am, threads)
+
+
+def affine_pack_rows(int isa, const float[:, ::1] x, const float[::1] scale, const float[::1] shift,
+                     uint64_t[:, ::1] out, int threads):
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        xn_affine_pack_rows(isa, &x[0, 0], x.shape[0], x.shape[1], &scale[0], &shift[0],
+                            out.shape[1], &out[0, 0], threads)

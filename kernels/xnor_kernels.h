@@ -68,18 +68,23 @@ typedef struct {
 
 static inline void xn_store_row(const xn_epilogue *e, int64_t m, int64_t n0, int64_t ncols,
                                 const uint64_t *cnt) {
-    for (int64_t j = 0; j < ncols; ++j) {
-        const int64_t n = n0 + j;
-        int32_t dot = (int32_t)(e->k - 2 * (int64_t)cnt[j]);
-        if (e->corr) dot -= e->corr[(m % e->corr_period) * e->n + n];
-        if (e->out_i32) {
-            e->out_i32[m * e->n + n] = dot;
-            continue;
-        }
-        float v = (float)dot * e->alpha[n];
-        if (e->row_scale) v *= e->row_scale[m];
-        if (e->bias) v += e->bias[n];
-        e->out_f32[m * e->n + n] = v;
+    int32_t dot[XN_NR];
+    const int32_t *corr = e->corr ? e->corr + (m % e->corr_period) * e->n + n0 : NULL;
+    for (int64_t j = 0; j < ncols; ++j) dot[j] = (int32_t)(e->k - 2 * (int64_t)cnt[j]);
+    if (corr)
+        for (int64_t j = 0; j < ncols; ++j) dot[j] -= corr[j];
+    if (e->out_i32) {
+        memcpy(e->out_i32 + m * e->n + n0, dot, (size_t)ncols * sizeof(int32_t));
+        return;
+    }
+    float *out = e->out_f32 + m * e->n + n0;
+    const float *alpha = e->alpha + n0;
+    const float rs = e->row_scale ? e->row_scale[m] : 1.0f;
+    if (e->bias) {
+        const float *bias = e->bias + n0;
+        for (int64_t j = 0; j < ncols; ++j) out[j] = (float)dot[j] * alpha[j] * rs + bias[j];
+    } else {
+        for (int64_t j = 0; j < ncols; ++j) out[j] = (float)dot[j] * alpha[j] * rs;
     }
 }
 
@@ -286,6 +291,74 @@ static void xn_pack_rows(int isa, const float *x, int64_t rows, int64_t k, int64
     (void)isa;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && rows * k > (1 << 16))
     for (int64_t r = 0; r < rows; ++r) row(x + r * k, k, words, out + r * words);
+}
+
+/* sign(x * scale + shift) packed, with scale/shift given per element of a row (the per-channel
+ * BatchNorm or threshold, tiled over the pixels of a row): the same vectorized compare as
+ * pack_rows, so BN -> sign -> pack is one pass that never writes the float BN output. */
+#define XN_DEFINE_AFFINE_ROW(NAME, ATTR, BODY64)                                                \
+    ATTR static void NAME(const float *x, const float *sc, const float *sh, int64_t k,          \
+                          int64_t words, uint64_t *out) {                                        \
+        const int64_t full = k / 64;                                                            \
+        for (int64_t q = 0; q < full; ++q) {                                                    \
+            const float *xq = x + 64 * q, *sq = sc + 64 * q, *tq = sh + 64 * q;                 \
+            uint64_t bits = 0;                                                                  \
+            BODY64                                                                              \
+            out[q] = bits;                                                                      \
+        }                                                                                       \
+        int64_t q = full;                                                                       \
+        if (k % 64) {                                                                           \
+            uint64_t bits = 0;                                                                  \
+            for (int64_t i = 0; i < k % 64; ++i) {                                              \
+                const int64_t j = 64 * q + i;                                                   \
+                const float y = x[j] * sc[j];                                                   \
+                bits |= (uint64_t)(y + sh[j] < 0.0f) << i;                                      \
+            }                                                                                   \
+            out[q++] = bits;                                                                    \
+        }                                                                                       \
+        for (; q < words; ++q) out[q] = 0;                                                      \
+    }
+
+#define XN_AFFINE_GENERIC_BODY                                                                  \
+    for (int i = 0; i < 64; ++i) {                                                              \
+        const float y = xq[i] * sq[i];                                                          \
+        bits |= (uint64_t)(y + tq[i] < 0.0f) << i;                                              \
+    }
+
+XN_DEFINE_AFFINE_ROW(xn_affine_row_generic, , XN_AFFINE_GENERIC_BODY)
+#ifdef XN_X86
+#define XN_AFFINE_AVX2_BODY                                                                      \
+    for (int g = 0; g < 8; ++g) {                                                               \
+        const __m256 y = _mm256_add_ps(                                                         \
+            _mm256_mul_ps(_mm256_loadu_ps(xq + 8 * g), _mm256_loadu_ps(sq + 8 * g)),             \
+            _mm256_loadu_ps(tq + 8 * g));                                                       \
+        const int m = _mm256_movemask_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ));    \
+        bits |= (uint64_t)(uint32_t)m << (8 * g);                                               \
+    }
+#define XN_AFFINE_AVX512_BODY                                                                    \
+    for (int g = 0; g < 4; ++g) {                                                               \
+        const __m512 y = _mm512_add_ps(                                                         \
+            _mm512_mul_ps(_mm512_loadu_ps(xq + 16 * g), _mm512_loadu_ps(sq + 16 * g)),           \
+            _mm512_loadu_ps(tq + 16 * g));                                                      \
+        bits |= (uint64_t)_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ) << (16 * g);   \
+    }
+XN_DEFINE_AFFINE_ROW(xn_affine_row_scalar, XN_TARGET_POPCNT, XN_AFFINE_GENERIC_BODY)
+XN_DEFINE_AFFINE_ROW(xn_affine_row_avx2, XN_TARGET_AVX2, XN_AFFINE_AVX2_BODY)
+XN_DEFINE_AFFINE_ROW(xn_affine_row_avx512, XN_TARGET_AVX512, XN_AFFINE_AVX512_BODY)
+#endif
+
+static void xn_affine_pack_rows(int isa, const float *x, int64_t rows, int64_t k, const float *sc,
+                                const float *sh, int64_t words, uint64_t *out, int threads) {
+    void (*row)(const float *, const float *, const float *, int64_t, int64_t, uint64_t *) =
+        xn_affine_row_generic;
+#ifdef XN_X86
+    if (isa == XN_ISA_AVX512) row = xn_affine_row_avx512;
+    else if (isa == XN_ISA_AVX2) row = xn_affine_row_avx2;
+    else if (isa == XN_ISA_SCALAR) row = xn_affine_row_scalar;
+#endif
+    (void)isa;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && rows * k > (1 << 16))
+    for (int64_t r = 0; r < rows; ++r) row(x + r * k, sc, sh, k, words, out + r * words);
 }
 
 /* BatchNorm -> sign -> pack in one pass, so the activations between binary layers never exist

@@ -187,3 +187,30 @@ def test_unknown_or_unsupported_isa_is_rejected(monkeypatch):
         monkeypatch.setenv("XNORNET_ISA", "avx512-vpopcntdq")
         with pytest.raises(ValueError, match="supports at most"):
             kernel_isa()
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (2, 7, 20), (5, 13, 9), (4, 800), (2, 12, 64)])
+def test_affine_sign_pack_equals_reference(isa, shape):
+    from xnornet.kernels.ops import affine_sign_pack, bn_sign_pack
+
+    rng = np.random.default_rng(len(shape))
+    x = signed_floats(rng, shape)
+    c = shape[-1]
+    scale = rng.standard_normal(c).astype(np.float32)
+    shift = rng.standard_normal(c).astype(np.float32)
+    expected = pack_bits_ref((x * scale + shift).reshape(shape[0], -1))
+    np.testing.assert_array_equal(affine_sign_pack(x, scale, shift, threads=2), expected)
+    bits, absmean = bn_sign_pack(x, scale, shift, with_absmean=True)
+    np.testing.assert_array_equal(bits, expected)
+    y = np.abs(x * scale + shift).reshape(shape[0], -1, c).mean(axis=-1)
+    np.testing.assert_allclose(absmean, y, rtol=1e-5)
+
+
+def test_threshold_pack_is_the_exact_test_x_below_t(isa):
+    from xnornet.kernels.ops import affine_sign_pack
+
+    t = np.array([0.1, -3.0, 7.5], dtype=np.float32)
+    x = np.stack([t, np.nextafter(t, -np.inf), np.nextafter(t, np.inf)] * 30).astype(np.float32)
+    bits = affine_sign_pack(x.reshape(1, -1, 3), np.ones(3, np.float32), -t)
+    expected = pack_bits_ref(np.where(x < t, -1.0, 1.0).reshape(1, -1))
+    np.testing.assert_array_equal(bits, expected)

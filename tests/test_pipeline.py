@@ -47,12 +47,14 @@ def shrink_config(repo: Path, mirror: dict) -> None:
         {"name": "tiny_fc", "kind": "linear", "batch": 8, "c_in": 100, "c_out": 9},
     ]  # fmt: skip
     edit("conf/bench/default.yaml", shapes=tiny_shapes, warmup=1, repeats=2, peak_iters=100000)
+    tiny_nin = {"enabled": True, "batch_size": 2, "repeats": 1}
+    edit("conf/evaluate/default.yaml", warmup=1, repeats=2, nin=tiny_nin)
 
 
 def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """Stages run the installed xnornet (its compiled kernel) with the copy's conf/ (cwd)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = str(repo / "src")
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=1800)  # fmt: skip
 
@@ -75,6 +77,15 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
         assert (repo / "models" / f"{v}.ckpt").stat().st_size > 0
         assert (repo / "plots" / f"train_{v}.csv").read_text().startswith("epoch,")
 
+    for v in ("bwn", "xnor"):
+        packed = json.loads((repo / "metrics" / f"packed_{v}.json").read_text())
+        assert packed["agreement"] == 1.0 or packed["disagreements"] == packed["tie_disagreements"]
+        assert packed["packed_bytes"] == (repo / "models" / f"{v}.packed").stat().st_size
+        assert packed["compression"] > 15 and packed["binary_weight_compression"] > 31.9
+        for key in ("test_acc", "engine_ms_per_batch", "torch_ms_per_batch", "speedup", "nin_speedup"):
+            assert key in packed
+        assert (repo / "reports" / f"memory_{v}.md").read_text().startswith("| layer |")
+
     bench = json.loads((repo / "metrics" / "bench.json").read_text())
     for name in ("tiny_conv", "tiny_fc"):
         row = bench["shapes"][name]
@@ -86,7 +97,9 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
     exp = client.get_experiment_by_name("xnornet")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert {"fetch", "bench", *(f"train-{v}" for v in VARIANTS)} <= set(runs)
+    expected = {"fetch", "bench", *(f"train-{v}" for v in VARIANTS)}
+    expected |= {f"{stage}-{v}" for stage in ("pack", "evaluate") for v in ("bwn", "xnor")}
+    assert expected <= set(runs)
     for v in VARIANTS:
         assert runs[f"train-{v}"].data.metrics["test_acc"] == pytest.approx(
             json.loads((repo / "metrics" / f"train_{v}.json").read_text())["test_acc"]

@@ -92,3 +92,18 @@ def test_bad_train_config_is_rejected(tmp_path, tiny_data_dir):
         train_variant(compose_config([*tiny_overrides(tmp_path, "fp"), "train.max_epochs=0"]))
     with pytest.raises(XnornetError, match="data.val_size"):
         train_variant(compose_config([*tiny_overrides(tmp_path, "fp"), "data.val_size=100000"]))
+
+
+def test_random_shift_moves_content_and_fills_background():
+    from xnornet.data import random_shift
+
+    x = torch.full((64, 1, 6, 6), -0.5)
+    x[:, :, 2:4, 2:4] = 3.0
+    torch.manual_seed(0)
+    out = random_shift(x, 2, fill=-0.5)
+    assert out.shape == x.shape
+    assert torch.all((out == -0.5) | (out == 3.0))
+    assert torch.all((out == 3.0).sum(dim=(1, 2, 3)) == 4)  # the blob is never cut at ±2 px
+    assert len({tuple(torch.nonzero(o[0] == 3.0)[0].tolist()) for o in out}) > 5
+    torch.manual_seed(0)
+    assert torch.equal(out, random_shift(x, 2, fill=-0.5))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from xnornet.errors import XnornetError
@@ -38,17 +39,30 @@ def to_tensor(images: np.ndarray, mean, std) -> torch.Tensor:
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
+def random_shift(x: torch.Tensor, max_shift: int, fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels, filling with ``fill`` (per channel):
+    a random crop of the padded batch, drawn from torch's global generator so a seed repeats it."""
+    b, _, h, w = x.shape
+    padded = F.pad(x - fill, (max_shift,) * 4) + fill  # (B, C, H+2s, W+2s)
+    oy, ox = torch.randint(0, 2 * max_shift + 1, (2, b, 1))
+    rows = (oy + torch.arange(h)).view(b, 1, h, 1).expand(b, x.shape[1], h, w + 2 * max_shift)
+    out = padded.gather(2, rows)  # (B, C, H, W+2s)
+    cols = (ox + torch.arange(w)).view(b, 1, 1, w).expand(b, x.shape[1], h, w)
+    return out.gather(3, cols).contiguous(memory_format=torch.channels_last)
+
+
 class InMemoryBatches(Dataset):
     """Indexed by a list of indices, so the DataLoader gathers a whole batch in one tensor op."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, shift: int = 0, fill=0.0) -> None:
+        self.x, self.y, self.shift, self.fill = x, y, shift, fill
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[idx], self.y[idx]
+        x = self.x[idx]
+        return (random_shift(x, self.shift, self.fill) if self.shift else x), self.y[idx]
 
 
 def batch_loader(ds: InMemoryBatches, batch_size: int, shuffle: bool) -> DataLoader:
@@ -67,12 +81,16 @@ class NpzDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         limit_train: int | None = None,
         limit_test: int | None = None,
+        augment_shift: int = 0,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.mean, self.std = list(mean), list(std)
         self.batch_size, self.val_size, self.split_seed = batch_size, val_size, split_seed
         self.limit_train, self.limit_test = limit_train, limit_test
+        if augment_shift < 0:
+            raise XnornetError(f"data.augment_shift must be >= 0, got {augment_shift}")
+        self.augment_shift = augment_shift
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
@@ -84,7 +102,8 @@ class NpzDataModule(pl.LightningDataModule):
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
         x, y = to_tensor(images, self.mean, self.std), torch.from_numpy(labels)
         val, train = perm[: self.val_size], perm[self.val_size :]
-        self.train_set = InMemoryBatches(x[train], y[train])
+        background = (0.0 - torch.tensor(self.mean)) / torch.tensor(self.std)  # a black pixel, normalized
+        self.train_set = InMemoryBatches(x[train], y[train], self.augment_shift, background.view(1, -1, 1, 1))
         self.val_set = InMemoryBatches(x[val], y[val])
         images, labels = load_npz(self.data_dir / "test.npz")
         images, labels = images[: self.limit_test], labels[: self.limit_test]

@@ -5,7 +5,8 @@ The architecture is compiled once into a list of steps on channels-last (NHWC) a
   (and, with K/β scaling, its per-pixel mean |·|), then the kernel's GEMM applies α, K and bias;
   the activations between BN and the binary layer are never a float tensor.
 - binary weights with float inputs (BWN): α·sign(W) is unpacked to float32 once, at load.
-- full-precision conv/linear: im2col + BLAS matmul, with a following BatchNorm folded in.
+- full-precision conv: torch's float32 conv2d (the op the baseline runs too); linear: BLAS matmul.
+  BatchNorm arrives folded or as thresholds (see inference_form).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from numpy.lib.stride_tricks import sliding_window_view
 
 from xnornet.errors import XnornetError
@@ -27,7 +30,7 @@ from xnornet.kernels import (
     binary_linear,
     pack_bits,
 )
-from xnornet.kernels.ops import bn_sign_pack
+from xnornet.kernels.ops import affine_sign_pack, bn_sign_pack
 from xnornet.packing import PackedModel, load_packed, unpack_weight_signs
 
 Step = Callable[[np.ndarray], np.ndarray]
@@ -65,17 +68,16 @@ def windows(x: np.ndarray, k: int, stride: int) -> np.ndarray:
 
 
 def float_conv(w: np.ndarray, b: np.ndarray | None, stride: int, pad: int) -> Step:
-    cout = w.shape[0]
-    kh = w.shape[2]
-    wt = np.ascontiguousarray(w.reshape(cout, -1).T)  # (C·kh·kw, Cout)
+    """A full-precision conv (the first layer, or BWN's α·sign(W)) as torch's float32 conv2d on
+    channels-last memory: the same plain float op the baseline runs, shared zero-copy."""
+    weight = torch.from_numpy(np.ascontiguousarray(w)).contiguous(memory_format=torch.channels_last)
+    bias = torch.from_numpy(b) if b is not None else None
 
     def run(x: np.ndarray) -> np.ndarray:
-        win = windows(pad_hw(x, pad), kh, stride)  # (B, Ho, Wo, C, kh, kw)
-        bsz, ho, wo = win.shape[:3]
-        y = win.reshape(bsz * ho * wo, -1) @ wt
-        if b is not None:
-            y += b
-        return y.reshape(bsz, ho, wo, cout)
+        xt = torch.from_numpy(x).permute(0, 3, 1, 2)  # NHWC memory seen as channels-last NCHW
+        with torch.no_grad():
+            y = F.conv2d(xt, weight, bias, stride, pad)
+        return np.ascontiguousarray(y.permute(0, 2, 3, 1).numpy())
 
     return run
 
@@ -120,8 +122,11 @@ def xnor_linear(model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], t
     scale, shift = bn
 
     def run(x: np.ndarray) -> np.ndarray:
-        bits, beta = bn_sign_pack(np.ascontiguousarray(x), scale, shift, spec["scale_activations"], threads)
-        return binary_linear(bits, columns, alpha, bias, beta, threads)
+        x = np.ascontiguousarray(x)
+        if spec["scale_activations"]:
+            bits, beta = bn_sign_pack(x, scale, shift, True, threads)
+            return binary_linear(bits, columns, alpha, bias, beta, threads)
+        return binary_linear(affine_sign_pack(x, scale, shift, threads), columns, alpha, bias, None, threads)
 
     return run
 
@@ -129,8 +134,12 @@ def xnor_linear(model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], t
 def pool(kind: str, k: int, stride: int, pad: int) -> Step:
     def run(x: np.ndarray) -> np.ndarray:
         if kind == "maxpool" and pad == 0 and k == stride and x.shape[1] % k == 0 and x.shape[2] % k == 0:
-            b, h, w, c = x.shape
-            return x.reshape(b, h // k, k, w // k, k, c).max(axis=(2, 4))
+            out = x[:, ::k, ::k].copy()
+            for i in range(k):
+                for j in range(k):
+                    if i or j:
+                        np.maximum(out, x[:, i::k, j::k], out=out)
+            return out
         win = windows(pad_hw(x, pad, -np.inf if kind == "maxpool" else 0.0), k, stride)
         return win.max(axis=(-2, -1)) if kind == "maxpool" else win.mean(axis=(-2, -1), dtype=np.float32)
 
@@ -183,6 +192,12 @@ def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
         elif op == "affine":
             scale, shift = t[f"{i}.scale"], t[f"{i}.shift"]
             steps.append(NamedStep(f"{i}:affine", lambda x, s=scale, b=shift: x * s + b, False))
+        elif op == "relu" and nxt.get("op") == "maxpool":
+            # max commutes with ReLU: pool first, then ReLU on k² times fewer values
+            run = pool("maxpool", nxt["kernel"], nxt["stride"], nxt["padding"])
+            steps.append(NamedStep(f"{i + 1}:maxpool", run, False))
+            steps.append(NamedStep(f"{i}:relu", lambda x: np.maximum(x, 0, out=x), False))
+            i += 1
         elif op == "relu":
             steps.append(NamedStep(f"{i}:relu", lambda x: np.maximum(x, 0, out=x), False))
         elif op in ("maxpool", "avgpool"):

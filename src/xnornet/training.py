@@ -33,7 +33,7 @@ def build_datamodule(cfg: DictConfig) -> NpzDataModule:
     d = cfg.data
     return NpzDataModule(
         cfg.paths.data_dir, d.mean, d.std, cfg.train.batch_size, d.val_size, d.split_seed,
-        d.limit_train, d.limit_test,
+        d.limit_train, d.limit_test, d.augment_shift,
     )  # fmt: skip
 
 

@@ -114,8 +114,12 @@ class BinaryConvWeights:
             raise ValueError(f"input {h}×{w} is smaller than the kernel {kh}×{kw} (padding {self.padding})")
         return ho, wo
 
-    def correction(self, h: int, w: int) -> np.ndarray:
-        """(Ho·Wo, Cout) int32: what the out-of-image positions (read as +1) added to each dot."""
+    def correction(self, h: int, w: int) -> np.ndarray | None:
+        """(Ho·Wo, Cout) int32: what the out-of-image positions (read as +1) added to each dot;
+        None without padding, where no position is outside."""
+        if self.padding == 0:
+            self.output_hw(h, w)
+            return None
         if (h, w) not in self._corrections:
             kh, kw = self.kernel_size
             ho, wo = self.output_hw(h, w)

@@ -200,3 +200,25 @@ def bn_sign_pack(
     absmean = np.empty((rows.shape[0], pixels), dtype=np.float32) if with_absmean else None
     _xnor.bn_sign_pack(rows, c, scale, shift, out, absmean, resolve_threads(threads, rows.size // 8))
     return out, absmean
+
+
+def affine_sign_pack(
+    x: np.ndarray, scale: np.ndarray, shift: np.ndarray, threads: int | None = None
+) -> np.ndarray:
+    """sign(x·scale + shift) packed per row, channels last: the fused BatchNorm/threshold → sign.
+
+    x (R, ..., C) float32; scale/shift (C,) per channel → bits (R, ceil(rest·C/64)). Computed as
+    a multiply then an add (no FMA), so a threshold (scale 1, shift −t) is the exact test x < t.
+    """
+    _check(x, "x", np.float32, min_ndim=2)
+    c = x.shape[-1]
+    for arr, name in ((scale, "scale"), (shift, "shift")):
+        _check(arr, name, np.float32, ndim=1)
+        if arr.shape[0] != c:
+            raise ValueError(f"{name} must have {c} values (x channels), got {arr.shape[0]}")
+    rows = x.reshape(x.shape[0], -1)
+    reps = rows.shape[1] // c
+    out = np.empty((rows.shape[0], n_words(rows.shape[1])), dtype=np.uint64)
+    _xnor.affine_pack_rows(isa_code(), rows, np.tile(scale, reps), np.tile(shift, reps), out,
+                           resolve_threads(threads, rows.size // 8))  # fmt: skip
+    return out
