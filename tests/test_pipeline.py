@@ -94,6 +94,10 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
         assert row["threads"] == 1
     assert (repo / "plots" / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
+    results = (repo / "reports" / "results.md").read_text()
+    assert "| xnor |" in results and "62.3" not in results  # tiny shapes, not ResNet's
+    assert (repo / "reports" / "train_curves.png").read_bytes()[:4] == b"\x89PNG"
+
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
     exp = client.get_experiment_by_name("xnornet")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}

@@ -74,7 +74,8 @@ def float_conv(w: np.ndarray, b: np.ndarray | None, stride: int, pad: int) -> St
     bias = torch.from_numpy(b) if b is not None else None
 
     def run(x: np.ndarray) -> np.ndarray:
-        xt = torch.from_numpy(x).permute(0, 3, 1, 2)  # NHWC memory seen as channels-last NCHW
+        b, h, w, c = x.shape  # NHWC memory seen as channels-last NCHW (explicit strides, even for C=1)
+        xt = torch.from_numpy(x).as_strided((b, c, h, w), (h * w * c, 1, w * c, c))
         with torch.no_grad():
             y = F.conv2d(xt, weight, bias, stride, pad)
         return np.ascontiguousarray(y.permute(0, 2, 3, 1).numpy())
@@ -104,12 +105,13 @@ def xnor_conv(model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], thr
 
     def run(x: np.ndarray) -> np.ndarray:
         bsz, h, w, c = x.shape
-        bits, absmean = bn_sign_pack(
-            x.reshape(bsz * h, w, c), scale, shift, spec["scale_activations"], threads
-        )
+        rows = x.reshape(bsz * h, w, c)  # one bit stream per image row
         k = None
         if spec["scale_activations"]:
+            bits, absmean = bn_sign_pack(rows, scale, shift, True, threads)
             k = np.ascontiguousarray(box_filter(absmean.reshape(bsz, h, w), (kh, kw), stride, pad))
+        else:
+            bits = affine_sign_pack(rows, scale, shift, threads)
         return binary_conv2d(PackedActivations(bits, bsz, h, w, c), weights, alpha, bias, k, threads)
 
     return run
