@@ -16,6 +16,7 @@ cdef extern from "xnor_kernels.h" nogil:
         int64_t corr_period
         int64_t n
         int64_t k
+        int relu
 
     int xn_cpu_isa()
     int xn_micro_rows(int isa)
@@ -29,6 +30,9 @@ cdef extern from "xnor_kernels.h" nogil:
     double xn_popcount_peak(int isa, int64_t iters)
     void xn_affine_pack_rows(int isa, const float *x, int64_t rows, int64_t k, const float *sc,
                              const float *sh, int64_t words, uint64_t *out, int threads)
+    void xn_pool_nhwc(const float *x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k,
+                      int64_t stride, int64_t pad, int is_max, int relu, int64_t ho, int64_t wo,
+                      float *out, int threads)
     void xn_bn_sign_pack(const float *x, int64_t rows, int64_t pixels, int64_t c,
                          const float *scale, const float *shift, int64_t words, uint64_t *out,
                          float *absmean, int threads)
@@ -78,13 +82,14 @@ def bgemm_i32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panel
     e.corr_period = corr.shape[0] if corr is not None else 1
     e.n = n
     e.k = k
+    e.relu = 0
     _bgemm(isa, a, panels, n, &e, threads)
 
 
 def bgemm_f32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
               int64_t k, const float[::1] alpha, const float[::1] bias,
               const float[::1] row_scale, const int32_t[:, ::1] corr, float[:, ::1] out,
-              int threads):
+              int threads, bint relu=False):
     cdef xn_epilogue e
     e.out_i32 = NULL
     e.out_f32 = &out[0, 0] if out.shape[0] and out.shape[1] else NULL
@@ -95,6 +100,7 @@ def bgemm_f32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panel
     e.corr_period = corr.shape[0] if corr is not None else 1
     e.n = n
     e.k = k
+    e.relu = relu
     _bgemm(isa, a, panels, n, &e, threads)
 
 
@@ -126,3 +132,12 @@ def affine_pack_rows(int isa, const float[:, ::1] x, const float[::1] scale, con
     with nogil:
         xn_affine_pack_rows(isa, &x[0, 0], x.shape[0], x.shape[1], &scale[0], &shift[0],
                             out.shape[1], &out[0, 0], threads)
+
+
+def pool_nhwc(const float[:, :, :, ::1] x, int64_t k, int64_t stride, int64_t pad, bint is_max,
+              bint relu, float[:, :, :, ::1] out, int threads):
+    if out.shape[0] == 0 or out.shape[3] == 0:
+        return
+    with nogil:
+        xn_pool_nhwc(&x[0, 0, 0, 0], x.shape[0], x.shape[1], x.shape[2], x.shape[3], k, stride, pad,
+                     is_max, relu, out.shape[1], out.shape[2], &out[0, 0, 0, 0], threads)

@@ -64,6 +64,7 @@ typedef struct {
     int64_t corr_period;    /* P */
     int64_t n;
     int64_t k;
+    int relu; /* clamp the float output at 0 (a ReLU that follows the layer) */
 } xn_epilogue;
 
 static inline void xn_store_row(const xn_epilogue *e, int64_t m, int64_t n0, int64_t ncols,
@@ -86,6 +87,8 @@ static inline void xn_store_row(const xn_epilogue *e, int64_t m, int64_t n0, int
     } else {
         for (int64_t j = 0; j < ncols; ++j) out[j] = (float)dot[j] * alpha[j] * rs;
     }
+    if (e->relu)
+        for (int64_t j = 0; j < ncols; ++j) out[j] = out[j] > 0.0f ? out[j] : 0.0f;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -180,16 +183,39 @@ XN_TARGET_AVX512 static void xn_micro_avx512(const uint64_t *a, int64_t lda,
 }
 #endif /* XN_X86 */
 
-typedef void (*xn_micro_fn)(const uint64_t *, int64_t, const uint64_t *, int64_t, uint64_t *);
+/* One block of MR rows against every panel, compiled per ISA so the microkernel is inlined and
+ * the epilogue is vectorized with that ISA too. */
+#define XN_DEFINE_BLOCK(NAME, ATTR, MICRO)                                                      \
+    ATTR static void NAME(const uint64_t *ablk, int64_t rows, int64_t m0, const uint64_t *panels, \
+                          int64_t n, int64_t words, const xn_epilogue *e) {                      \
+        uint64_t cnt[6 * XN_NR];                                                                \
+        const int64_t npanels = (n + XN_NR - 1) / XN_NR;                                        \
+        for (int64_t p = 0; p < npanels; ++p) {                                                 \
+            MICRO(ablk, words, panels + p * words * XN_NR, words, cnt);                         \
+            const int64_t n0 = p * XN_NR;                                                       \
+            const int64_t ncols = n - n0 < XN_NR ? n - n0 : XN_NR;                              \
+            for (int64_t r = 0; r < rows; ++r) xn_store_row(e, m0 + r, n0, ncols, cnt + r * XN_NR); \
+        }                                                                                       \
+    }
 
-static xn_micro_fn xn_micro_for(int isa) {
+typedef void (*xn_block_fn)(const uint64_t *, int64_t, int64_t, const uint64_t *, int64_t, int64_t,
+                            const xn_epilogue *);
+
+XN_DEFINE_BLOCK(xn_block_generic, , xn_micro_generic)
 #ifdef XN_X86
-    if (isa == XN_ISA_AVX512) return xn_micro_avx512;
-    if (isa == XN_ISA_AVX2) return xn_micro_avx2;
-    if (isa == XN_ISA_SCALAR) return xn_micro_scalar;
+XN_DEFINE_BLOCK(xn_block_scalar, XN_TARGET_POPCNT, xn_micro_scalar)
+XN_DEFINE_BLOCK(xn_block_avx2, XN_TARGET_AVX2, xn_micro_avx2)
+XN_DEFINE_BLOCK(xn_block_avx512, XN_TARGET_AVX512, xn_micro_avx512)
+#endif
+
+static xn_block_fn xn_block_for(int isa) {
+#ifdef XN_X86
+    if (isa == XN_ISA_AVX512) return xn_block_avx512;
+    if (isa == XN_ISA_AVX2) return xn_block_avx2;
+    if (isa == XN_ISA_SCALAR) return xn_block_scalar;
 #endif
     (void)isa;
-    return xn_micro_generic;
+    return xn_block_generic;
 }
 
 /* C = A (m x words) "xnor-dot" B (n columns, packed in panels), with the fused epilogue.
@@ -197,29 +223,25 @@ static xn_micro_fn xn_micro_for(int isa) {
 static int xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *panels, int64_t n,
                     int64_t words, const xn_epilogue *e, int threads) {
     const int mr = xn_micro_rows(isa);
-    const xn_micro_fn micro = xn_micro_for(isa);
+    const xn_block_fn block = xn_block_for(isa);
     const int64_t blocks = (m + mr - 1) / mr;
-    const int64_t npanels = (n + XN_NR - 1) / XN_NR;
     int failed = 0;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t blk = 0; blk < blocks; ++blk) {
         const int64_t m0 = blk * mr;
         const int64_t rows = m - m0 < mr ? m - m0 : mr;
-        const uint64_t *ablk = a + m0 * words;
-        uint64_t *tail = NULL;
-        uint64_t cnt[6 * XN_NR];
-        if (rows < mr) { /* the last partial block runs on zero-padded rows */
-            tail = (uint64_t *)calloc((size_t)(mr * words + 1), sizeof(uint64_t));
-            if (!tail) { failed = 1; continue; }
-            memcpy(tail, ablk, (size_t)(rows * words) * sizeof(uint64_t));
-            ablk = tail;
+        if (rows == mr) {
+            block(a + m0 * words, rows, m0, panels, n, words, e);
+            continue;
         }
-        for (int64_t p = 0; p < npanels; ++p) {
-            micro(ablk, words, panels + p * words * XN_NR, words, cnt);
-            const int64_t n0 = p * XN_NR;
-            const int64_t ncols = n - n0 < XN_NR ? n - n0 : XN_NR;
-            for (int64_t r = 0; r < rows; ++r) xn_store_row(e, m0 + r, n0, ncols, cnt + r * XN_NR);
+        /* the last partial block runs on zero-padded rows */
+        uint64_t *tail = (uint64_t *)calloc((size_t)(mr * words + 1), sizeof(uint64_t));
+        if (!tail) {
+            failed = 1;
+            continue;
         }
+        memcpy(tail, a + m0 * words, (size_t)(rows * words) * sizeof(uint64_t));
+        block(tail, rows, m0, panels, n, words, e);
         free(tail);
     }
     return failed ? -1 : 0;
@@ -383,6 +405,47 @@ static void xn_bn_sign_pack(const float *x, int64_t rows, int64_t pixels, int64_
                 acc += y < 0.0f ? -y : y;
             }
             if (absmean) absmean[r * pixels + p] = acc / (float)c;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Pooling on channels-last float32 (B, H, W, C) -> (B, Ho, Wo, C), the inner loop over the      */
+/* contiguous channels. Max ignores padded positions; average counts them as 0 (PyTorch's        */
+/* count_include_pad=True). relu applies max(., 0) to the result (max commutes with ReLU).       */
+
+static void xn_pool_nhwc(const float *x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k,
+                         int64_t stride, int64_t pad, int is_max, int relu, int64_t ho, int64_t wo,
+                         float *out, int threads) {
+    const float inv = 1.0f / (float)(k * k);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && batch * ho * wo * c > (1 << 15))
+    for (int64_t bo = 0; bo < batch * ho; ++bo) {
+        const int64_t b = bo / ho, oh = bo % ho;
+        for (int64_t ow = 0; ow < wo; ++ow) {
+            float *o = out + (bo * wo + ow) * c;
+            int first = 1;
+            for (int64_t ch = 0; ch < c; ++ch) o[ch] = 0.0f;
+            for (int64_t i = 0; i < k; ++i) {
+                const int64_t ih = oh * stride - pad + i;
+                if (ih < 0 || ih >= h) continue;
+                for (int64_t j = 0; j < k; ++j) {
+                    const int64_t iw = ow * stride - pad + j;
+                    if (iw < 0 || iw >= w) continue;
+                    const float *p = x + ((b * h + ih) * w + iw) * c;
+                    if (is_max && first) {
+                        for (int64_t ch = 0; ch < c; ++ch) o[ch] = p[ch];
+                    } else if (is_max) {
+                        for (int64_t ch = 0; ch < c; ++ch) o[ch] = p[ch] > o[ch] ? p[ch] : o[ch];
+                    } else {
+                        for (int64_t ch = 0; ch < c; ++ch) o[ch] += p[ch];
+                    }
+                    first = 0;
+                }
+            }
+            if (!is_max)
+                for (int64_t ch = 0; ch < c; ++ch) o[ch] *= inv;
+            if (relu)
+                for (int64_t ch = 0; ch < c; ++ch) o[ch] = o[ch] > 0.0f ? o[ch] : 0.0f;
         }
     }
 }

@@ -214,3 +214,34 @@ def test_threshold_pack_is_the_exact_test_x_below_t(isa):
     bits = affine_sign_pack(x.reshape(1, -1, 3), np.ones(3, np.float32), -t)
     expected = pack_bits_ref(np.where(x < t, -1.0, 1.0).reshape(1, -1))
     np.testing.assert_array_equal(bits, expected)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("geometry", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (1, 1, 0), (8, 1, 0)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_pool2d_nhwc_equals_torch(kind, geometry, relu):
+    from xnornet.kernels.ops import pool2d_nhwc
+
+    k, stride, pad = geometry
+    x = signed_floats(np.random.default_rng(k), (3, 8, 9, 13))
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2)
+    if kind == "max":
+        ref = F.max_pool2d(xt, k, stride, pad)
+    else:
+        ref = F.avg_pool2d(xt, k, stride, pad, count_include_pad=True)
+    ref = (ref.relu() if relu else ref).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(pool2d_nhwc(x, kind, k, stride, pad, relu, threads=2), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_pool2d_rejects_bad_geometry():
+    from xnornet.kernels.ops import pool2d_nhwc
+
+    x = np.zeros((1, 4, 4, 2), np.float32)
+    with pytest.raises(ValueError, match="kind must be"):
+        pool2d_nhwc(x, "min", 2, 2)
+    with pytest.raises(ValueError, match="padding"):
+        pool2d_nhwc(x, "max", 2, 2, padding=2)
+    with pytest.raises(ValueError, match="smaller than the pooling window"):
+        pool2d_nhwc(x, "max", 5, 1)
+    with pytest.raises(TypeError, match="float32"):
+        pool2d_nhwc(x.astype(np.float64), "max", 2, 2)

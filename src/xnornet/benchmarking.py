@@ -133,12 +133,22 @@ def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dic
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], warmup: int, repeats: int, tick: Callable[[], None]
+    fns: dict[str, Callable[[], object]],
+    warmup: int,
+    repeats: int,
+    tick: Callable[[], None],
+    settle: float = 0.005,
 ) -> dict[str, float]:
-    """Median seconds of each function, calling each once per round in turn."""
+    """Median seconds of each function, calling each once per round in turn.
+
+    torch and the kernel bring separate thread pools whose idle workers spin for a while after
+    each call; ``settle`` seconds of sleep before every timed call let them park, so no call is
+    timed while the other library's threads still burn the cores.
+    """
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for round_ in range(warmup + repeats):
         for name, fn in fns.items():
+            time.sleep(settle)
             start = time.perf_counter()
             fn()
             if round_ >= warmup:

@@ -5,7 +5,8 @@ The architecture is compiled once into a list of steps on channels-last (NHWC) a
   (and, with K/β scaling, its per-pixel mean |·|), then the kernel's GEMM applies α, K and bias;
   the activations between BN and the binary layer are never a float tensor.
 - binary weights with float inputs (BWN): α·sign(W) is unpacked to float32 once, at load.
-- full-precision conv: torch's float32 conv2d (the op the baseline runs too); linear: BLAS matmul.
+- full-precision conv/linear: torch's float32 conv2d/linear, the ops the baseline runs too
+  (one thread pool: numpy's BLAS, whose idle threads spin, is not used).
   BatchNorm arrives folded or as thresholds (see inference_form).
 """
 
@@ -30,7 +31,7 @@ from xnornet.kernels import (
     binary_linear,
     pack_bits,
 )
-from xnornet.kernels.ops import affine_sign_pack, bn_sign_pack
+from xnornet.kernels.ops import affine_sign_pack, bn_sign_pack, pool2d_nhwc
 from xnornet.packing import PackedModel, load_packed, unpack_weight_signs
 
 Step = Callable[[np.ndarray], np.ndarray]
@@ -56,18 +57,7 @@ def float_weight(model: PackedModel, i: int) -> np.ndarray:
     return signs * t[f"{i}.alpha"].reshape(-1, *[1] * (signs.ndim - 1))
 
 
-def pad_hw(x: np.ndarray, pad: int, value: float = 0.0) -> np.ndarray:
-    if pad == 0:
-        return x
-    return np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=value)
-
-
-def windows(x: np.ndarray, k: int, stride: int) -> np.ndarray:
-    """(B, H, W, C) → (B, Ho, Wo, C, k, k) view of every k×k window."""
-    return sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]
-
-
-def float_conv(w: np.ndarray, b: np.ndarray | None, stride: int, pad: int) -> Step:
+def float_conv(w: np.ndarray, b: np.ndarray | None, stride: int, pad: int, relu: bool = False) -> Step:
     """A full-precision conv (the first layer, or BWN's α·sign(W)) as torch's float32 conv2d on
     channels-last memory: the same plain float op the baseline runs, shared zero-copy."""
     weight = torch.from_numpy(np.ascontiguousarray(w)).contiguous(memory_format=torch.channels_last)
@@ -78,14 +68,24 @@ def float_conv(w: np.ndarray, b: np.ndarray | None, stride: int, pad: int) -> St
         xt = torch.from_numpy(x).as_strided((b, c, h, w), (h * w * c, 1, w * c, c))
         with torch.no_grad():
             y = F.conv2d(xt, weight, bias, stride, pad)
+            if relu:
+                y.relu_()
         return np.ascontiguousarray(y.permute(0, 2, 3, 1).numpy())
 
     return run
 
 
-def float_linear(w: np.ndarray, b: np.ndarray | None) -> Step:
-    wt = np.ascontiguousarray(w.T)
-    return lambda x: x @ wt + b if b is not None else x @ wt
+def float_linear(w: np.ndarray, b: np.ndarray | None, relu: bool = False) -> Step:
+    """A full-precision linear layer on torch's float32 GEMM (its thread pool, like float_conv)."""
+    weight = torch.from_numpy(np.ascontiguousarray(w))
+    bias = torch.from_numpy(b) if b is not None else None
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            y = F.linear(torch.from_numpy(np.ascontiguousarray(x)), weight, bias)
+            return (y.relu_() if relu else y).numpy()
+
+    return run
 
 
 def box_filter(a: np.ndarray, k: tuple[int, int], stride: int, pad: int) -> np.ndarray:
@@ -95,7 +95,9 @@ def box_filter(a: np.ndarray, k: tuple[int, int], stride: int, pad: int) -> np.n
     return win.mean(axis=(-2, -1), dtype=np.float32)
 
 
-def xnor_conv(model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], threads: int | None) -> Step:
+def xnor_conv(
+    model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], threads: int | None, relu: bool = False
+) -> Step:
     spec, t = model.architecture[i], model.tensors
     kh, kw = spec["kernel"]
     stride, pad = spec["stride"], spec["padding"]
@@ -112,12 +114,14 @@ def xnor_conv(model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], thr
             k = np.ascontiguousarray(box_filter(absmean.reshape(bsz, h, w), (kh, kw), stride, pad))
         else:
             bits = affine_sign_pack(rows, scale, shift, threads)
-        return binary_conv2d(PackedActivations(bits, bsz, h, w, c), weights, alpha, bias, k, threads)
+        return binary_conv2d(PackedActivations(bits, bsz, h, w, c), weights, alpha, bias, k, threads, relu)
 
     return run
 
 
-def xnor_linear(model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], threads: int | None) -> Step:
+def xnor_linear(
+    model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], threads: int | None, relu: bool = False
+) -> Step:
     spec, t = model.architecture[i], model.tensors
     columns = PackedColumns.from_bits(pack_bits(weight_signs(model, i).astype(np.float32)), spec["in"])
     alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
@@ -127,25 +131,16 @@ def xnor_linear(model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], t
         x = np.ascontiguousarray(x)
         if spec["scale_activations"]:
             bits, beta = bn_sign_pack(x, scale, shift, True, threads)
-            return binary_linear(bits, columns, alpha, bias, beta, threads)
-        return binary_linear(affine_sign_pack(x, scale, shift, threads), columns, alpha, bias, None, threads)
+            return binary_linear(bits, columns, alpha, bias, beta, threads, relu)
+        bits = affine_sign_pack(x, scale, shift, threads)
+        return binary_linear(bits, columns, alpha, bias, None, threads, relu)
 
     return run
 
 
-def pool(kind: str, k: int, stride: int, pad: int) -> Step:
-    def run(x: np.ndarray) -> np.ndarray:
-        if kind == "maxpool" and pad == 0 and k == stride and x.shape[1] % k == 0 and x.shape[2] % k == 0:
-            out = x[:, ::k, ::k].copy()
-            for i in range(k):
-                for j in range(k):
-                    if i or j:
-                        np.maximum(out, x[:, i::k, j::k], out=out)
-            return out
-        win = windows(pad_hw(x, pad, -np.inf if kind == "maxpool" else 0.0), k, stride)
-        return win.max(axis=(-2, -1)) if kind == "maxpool" else win.mean(axis=(-2, -1), dtype=np.float32)
-
-    return run
+def pool(kind: str, k: int, stride: int, pad: int, threads: int | None) -> Step:
+    """Max/avg pooling on the kernel's channels-last loop."""
+    return lambda x: pool2d_nhwc(x, kind[:3], k, stride, pad, False, threads)
 
 
 def flatten(x: np.ndarray) -> np.ndarray:
@@ -165,6 +160,24 @@ def sign_input(model: PackedModel, i: int) -> tuple[np.ndarray, np.ndarray]:
     return t[f"{i}.scale"], t[f"{i}.shift"]
 
 
+def weight_step(model: PackedModel, i: int, sign, threads: int | None, relu: bool) -> NamedStep:
+    """Layer i (conv/linear): XNOR on the kernel when its input is binarized (``sign`` gives the
+    per-channel scale/shift whose sign is packed), else a float op; a following ReLU fused in."""
+    spec, op = model.architecture[i], model.architecture[i]["op"]
+    suffix = "+relu" if relu else ""
+    if spec["binary_input"]:
+        if sign is None:
+            c = spec["in"]
+            sign = (np.ones(c, np.float32), np.zeros(c, np.float32))
+        build = xnor_conv if op == "conv" else xnor_linear
+        return NamedStep(f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu), True)
+    w, b = float_weight(model, i), model.tensors.get(f"{i}.bias")
+    run = (
+        float_conv(w, b, spec["stride"], spec["padding"], relu) if op == "conv" else float_linear(w, b, relu)
+    )
+    return NamedStep(f"{i}:{'bwn' if spec['binary'] else 'float'}_{op}{suffix}", run, False)
+
+
 def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
     arch, t = model.architecture, model.tensors
     steps: list[NamedStep] = []
@@ -172,38 +185,25 @@ def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
     while i < len(arch):
         spec, op = arch[i], arch[i]["op"]
         nxt = arch[i + 1] if i + 1 < len(arch) else {}
-        if op in ("threshold", "affine") and nxt.get("binary_input"):
-            sign = sign_input(model, i)  # fused into the next layer's sign-packing
-            i += 1
-            op = arch[i]["op"]
-            build = xnor_conv if op == "conv" else xnor_linear
-            steps.append(NamedStep(f"{i}:xnor_{op}", build(model, i, sign, threads), True))
+        if op in ("conv", "linear") or (op in ("threshold", "affine") and nxt.get("binary_input")):
+            sign = None
+            if op in ("threshold", "affine"):
+                sign = sign_input(model, i)  # fused into the next layer's sign-packing
+                i += 1
+            relu = i + 1 < len(arch) and arch[i + 1]["op"] == "relu"
+            steps.append(weight_step(model, i, sign, threads, relu))
+            i += relu
         elif op == "threshold":
             raise XnornetError(f"layer {i}: a threshold must feed a binary-input layer")
-        elif op in ("conv", "linear") and spec["binary_input"]:
-            c = spec["in"]
-            identity = (np.ones(c, np.float32), np.zeros(c, np.float32))
-            build = xnor_conv if op == "conv" else xnor_linear
-            steps.append(NamedStep(f"{i}:xnor_{op}", build(model, i, identity, threads), True))
-        elif op in ("conv", "linear"):
-            w, b = float_weight(model, i), t.get(f"{i}.bias")
-            run = float_conv(w, b, spec["stride"], spec["padding"]) if op == "conv" else float_linear(w, b)
-            steps.append(NamedStep(f"{i}:{'bwn' if spec['binary'] else 'float'}_{op}", run, False))
         elif op == "scale":
             steps.append(NamedStep(f"{i}:scale", lambda x, s=t[f"{i}.scale"]: x * s, False))
         elif op == "affine":
             scale, shift = t[f"{i}.scale"], t[f"{i}.shift"]
             steps.append(NamedStep(f"{i}:affine", lambda x, s=scale, b=shift: x * s + b, False))
-        elif op == "relu" and nxt.get("op") == "maxpool":
-            # max commutes with ReLU: pool first, then ReLU on k² times fewer values
-            run = pool("maxpool", nxt["kernel"], nxt["stride"], nxt["padding"])
-            steps.append(NamedStep(f"{i + 1}:maxpool", run, False))
-            steps.append(NamedStep(f"{i}:relu", lambda x: np.maximum(x, 0, out=x), False))
-            i += 1
         elif op == "relu":
             steps.append(NamedStep(f"{i}:relu", lambda x: np.maximum(x, 0, out=x), False))
         elif op in ("maxpool", "avgpool"):
-            run = pool(op, spec["kernel"], spec["stride"], spec["padding"])
+            run = pool(op, spec["kernel"], spec["stride"], spec["padding"], threads)
             steps.append(NamedStep(f"{i}:{op}", run, False))
         elif op == "global_avgpool":
             steps.append(NamedStep(f"{i}:{op}", lambda x: x.mean(axis=(1, 2), keepdims=True), False))

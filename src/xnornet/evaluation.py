@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from xnornet.benchmarking import time_interleaved
 from xnornet.engine import PackedEngine
@@ -88,7 +87,7 @@ def time_engine_vs_torch(
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with threadpool_limits(threads), torch.no_grad():
+        with torch.no_grad():
             sec = time_interleaved({"engine": lambda: engine(x), "torch": lambda: net(xt)}, warmup, repeats,
                                    lambda: None)  # fmt: skip
             profile = engine.profile(x)

@@ -155,6 +155,7 @@ def binary_conv2d(
     bias: np.ndarray | None = None,
     row_scale: np.ndarray | None = None,
     threads: int | None = None,
+    relu: bool = False,
 ) -> np.ndarray:
     """conv2d(sign(x), sign(W)) with exact zero padding, NHWC out.
 
@@ -164,5 +165,5 @@ def binary_conv2d(
     cols = im2col_bits(x, weights, threads)
     ho, wo = weights.output_hw(x.height, x.width)
     out = gemm_packed(cols, weights.columns, corr=weights.correction(x.height, x.width),
-                      alpha=alpha, bias=bias, row_scale=row_scale, threads=threads)  # fmt: skip
+                      alpha=alpha, bias=bias, row_scale=row_scale, relu=relu, threads=threads)  # fmt: skip
     return out.reshape(x.batch, ho, wo, weights.out_channels)

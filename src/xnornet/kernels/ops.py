@@ -121,10 +121,11 @@ def gemm_packed(
     alpha: np.ndarray | None = None,
     bias: np.ndarray | None = None,
     row_scale: np.ndarray | None = None,
+    relu: bool = False,
     threads: int | None = None,
 ) -> np.ndarray:
     """A (M×W words) against prepared columns: int32 dots, or with ``alpha`` the fused float32
-    ``alpha[n]·(dot − corr[m mod P, n])·row_scale[m] + bias[n]``."""
+    ``alpha[n]·(dot − corr[m mod P, n])·row_scale[m] + bias[n]`` (then max(·, 0) with ``relu``)."""
     _check(a_bits, "a_bits", np.uint64, ndim=2)
     if a_bits.shape[1] != columns.words:
         raise ValueError(f"a_bits has {a_bits.shape[1]} words per row, columns have {columns.words}")
@@ -142,7 +143,7 @@ def gemm_packed(
     bias, row_scale = _optional_f32(bias, "bias", n), _optional_f32(row_scale, "row_scale", m)
     out = np.empty((m, n), dtype=np.float32)
     _xnor.bgemm_f32(isa_code(), a_bits, columns.panels, n, columns.k, alpha, bias, row_scale,
-                    corr, out, t)  # fmt: skip
+                    corr, out, t, relu)  # fmt: skip
     return out
 
 
@@ -168,11 +169,12 @@ def binary_linear(
     bias: np.ndarray | None = None,
     row_scale: np.ndarray | None = None,
     threads: int | None = None,
+    relu: bool = False,
 ) -> np.ndarray:
     """XNOR linear layer on packed inputs: float32 (M, N) = alpha·dot·row_scale + bias."""
     _check(x_bits, "x_bits", np.uint64, ndim=2)
     _check_padding_bits(x_bits, columns.k, "x_bits")
-    return gemm_packed(x_bits, columns, alpha=alpha, bias=bias, row_scale=row_scale,
+    return gemm_packed(x_bits, columns, alpha=alpha, bias=bias, row_scale=row_scale, relu=relu,
                        threads=threads)  # fmt: skip
 
 
@@ -221,4 +223,27 @@ def affine_sign_pack(
     out = np.empty((rows.shape[0], n_words(rows.shape[1])), dtype=np.uint64)
     _xnor.affine_pack_rows(isa_code(), rows, np.tile(scale, reps), np.tile(shift, reps), out,
                            resolve_threads(threads, rows.size // 8))  # fmt: skip
+    return out
+
+
+def pool2d_nhwc(
+    x: np.ndarray, kind: str, kernel: int, stride: int, padding: int = 0, relu: bool = False,
+    threads: int | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Max or average pooling of a float32 (B, H, W, C) batch, optionally followed by ReLU.
+
+    Matches torch's MaxPool2d / AvgPool2d(count_include_pad=True) with square kernel, stride, padding.
+    """
+    _check(x, "x", np.float32, ndim=4)
+    if kind not in ("max", "avg"):
+        raise ValueError(f"kind must be 'max' or 'avg', got {kind!r}")
+    if kernel < 1 or stride < 1 or not 0 <= padding <= kernel // 2:
+        raise ValueError(f"bad pooling geometry: kernel={kernel}, stride={stride}, padding={padding}")
+    b, h, w, c = x.shape
+    ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"input {h}×{w} is smaller than the pooling window {kernel}")
+    out = np.empty((b, ho, wo, c), dtype=np.float32)
+    _xnor.pool_nhwc(x, kernel, stride, padding, kind == "max", relu, out,
+                    resolve_threads(threads, out.size * kernel))  # fmt: skip
     return out
