@@ -40,6 +40,9 @@ def agreement(engine: np.ndarray, reference: np.ndarray, labels: np.ndarray, tol
         "disagreements": len(differ),
         "tie_disagreements": ties,
         "max_abs_logit_diff": float(np.abs(engine - reference).max()),
+        # BN → sign as a float32 threshold rounds differently from torch's BN arithmetic: an input
+        # within ~1e-7 of the threshold can flip one bit, moving that image's logits by 2α·|w|
+        "images_logit_diff_over_1e-3": int(np.sum(np.abs(engine - reference).max(axis=1) > 1e-3)),
     }
 
 
