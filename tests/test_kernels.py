@@ -230,7 +230,8 @@ def test_pool2d_nhwc_equals_torch(kind, geometry, relu):
     else:
         ref = F.avg_pool2d(xt, k, stride, pad, count_include_pad=True)
     ref = (ref.relu() if relu else ref).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_allclose(pool2d_nhwc(x, kind, k, stride, pad, relu, threads=2), ref, rtol=1e-6, atol=1e-6)
+    out = pool2d_nhwc(x, kind, k, stride, pad, relu, threads=2)
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
 
 
 def test_pool2d_rejects_bad_geometry():

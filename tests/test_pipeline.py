@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -59,6 +63,49 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=1800)  # fmt: skip
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_mlflow_ui_lists(repo: Path, run_names: set[str]) -> None:
+    """Start the real `mlflow ui` on the pipeline's store and find every run through its REST API."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{repo}/mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError("mlflow ui did not come up") from None
+                time.sleep(0.5)
+        query = urllib.parse.urlencode({"experiment_name": "xnornet"})
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?{query}") as r:
+            exp_id = json.load(r)["experiment"]["experiment_id"]
+        body = json.dumps({"experiment_ids": [exp_id], "max_results": 100}).encode()
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request) as r:
+            runs = json.load(r)["runs"]
+        names = {run["info"]["run_name"] for run in runs}
+        assert run_names <= names
+        with urllib.request.urlopen(base + "/") as r:
+            assert r.status == 200 and b"MLflow" in r.read()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.mark.slow
 def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
     repo = tmp_path / "repo"
@@ -108,6 +155,8 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
         assert runs[f"train-{v}"].data.metrics["test_acc"] == pytest.approx(
             json.loads((repo / "metrics" / f"train_{v}.json").read_text())["test_acc"]
         )
+
+    assert_mlflow_ui_lists(repo, expected)
 
     second = dvc(repo, "repro")
     assert second.returncode == 0
