@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config
 from xnornet.bench import run_bench
-from xnornet.benchmarking import LayerShape, bench_shape, resolve_isas
+from xnornet.benchmarking import LayerShape, bench_shape, resolve_isas, with_limits
 from xnornet.errors import XnornetError
 from xnornet.kernels import available_isas
 
@@ -15,13 +15,17 @@ from xnornet.kernels import available_isas
 def test_bench_shape_rows_have_every_field():
     shape = LayerShape("t", "conv", batch=2, c_in=20, c_out=7, k=3, h=5, w=6, stride=1, padding=1)
     isas = resolve_isas("all", available_isas())
-    rows = bench_shape(shape, isas, [1, 2], {i: 1e11 for i in isas}, 0, 2, 0, lambda: None)
+    rows = [
+        with_limits(r, {i: 1e11 for i in isas})
+        for r in bench_shape(shape, isas, [1, 2], 0, 2, 0, lambda: None)
+    ]
     assert len(rows) == 2 * len(isas)
     for r in rows:
         assert r["M"] == 2 * 5 * 6 and r["N"] == 7 and r["K"] == 180
         for key in ("torch_conv_ms", "torch_matmul_ms", "binary_layer_ms", "bgemm_ms"):
             assert r[key] > 0
         assert r["speedup_vs_conv"] == pytest.approx(r["torch_conv_ms"] / r["binary_layer_ms"], rel=0.02)
+        assert r["pct_of_limit"] == pytest.approx(r["bgemm_gops"] / r["threads"], rel=0.02, abs=0.1)
 
 
 def test_generic_path_is_only_benchmarked_when_asked():

@@ -15,6 +15,7 @@ from xnornet.benchmarking import (
     machine_info,
     resolve_isas,
     resolve_thread_counts,
+    with_limits,
 )
 from xnornet.cli import stage_main
 from xnornet.errors import XnornetError
@@ -42,13 +43,18 @@ def run_bench(b: DictConfig) -> tuple[list[dict], dict]:
         thread_counts = resolve_thread_counts(b.threads)
     except (TypeError, ValueError) as e:
         raise XnornetError(f"bench config: {e}") from e
-    limits = measure_limits(isas, int(b.peak_iters))
-    rows: list[dict] = []
+    # The limit is re-measured before every shape and the best kept: one early measurement can
+    # land on a slow moment of a shared machine and make later kernels look faster than it.
+    limits = dict.fromkeys(isas, 0.0)
+    timed: list[tuple[LayerShape, dict]] = []
     with tqdm(total=len(shapes) * (b.warmup + b.repeats), desc="bench", unit="round") as bar:
         for shape in shapes:
             bar.set_postfix_str(shape.name)
-            rows += bench_shape(shape, isas, thread_counts, limits, b.warmup, b.repeats, b.seed,
-                                bar.update)  # fmt: skip
+            for isa, value in measure_limits(isas, int(b.peak_iters)).items():
+                limits[isa] = max(limits[isa], value)
+            timed.append((shape, bench_shape(shape, isas, thread_counts, b.warmup, b.repeats, b.seed,
+                                             bar.update)))  # fmt: skip
+    rows = [with_limits(r, limits) for _, shape_rows in timed for r in shape_rows]
     summary = {
         "machine": {**machine_info(), "best_isa": isas[0]},
         "popcount_limit_gops_per_core": {isa: round(v / 1e9, 1) for isa, v in limits.items()},

@@ -168,6 +168,12 @@ def machine_info() -> dict[str, object]:
     return {"cpu": cpu, "cores": cores, "torch": torch.__version__, "numpy": np.__version__}
 
 
+def with_limits(row: dict, limits: dict[str, float]) -> dict:
+    """Add pct_of_limit: the bgemm's rate against the per-core limit of its ISA times its threads."""
+    pct = 100 * row["bgemm_gops"] / (limits[row["isa"]] / 1e9 * row["threads"])
+    return {**row, "pct_of_limit": round(pct, 1)}
+
+
 def resolve_isas(wanted, available: list[str]) -> list[str]:
     """``all`` = every popcount path here; "generic" (for CPUs without POPCNT) only if asked."""
     if wanted == "all":
@@ -190,7 +196,6 @@ def bench_shape(
     shape: LayerShape,
     isas: list[str],
     thread_counts: list[int],
-    limits: dict[str, float],
     warmup: int,
     repeats: int,
     seed: int,
@@ -230,7 +235,6 @@ def bench_shape(
                 "torch_gops": round(shape.ops / conv_ms / 1e6, 1),
                 "gops": round(shape.ops / layer_ms / 1e6, 1),
                 "bgemm_gops": round(bgemm_gops, 1),
-                "pct_of_limit": round(100 * bgemm_gops / (limits[isa] / 1e9 * t), 1),
                 "thread_speedup": round(ms[f"binary_layer@{isa}@{thread_counts[0]}"] / layer_ms, 2),
             })  # fmt: skip
     return rows
