@@ -1,7 +1,8 @@
 """Only the Cython extension lives here; all metadata is in pyproject.toml.
 
 The kernel is compiled for the baseline ISA; its SIMD variants carry per-function target
-attributes and are chosen at run time, so never add -march=native here.
+attributes and are chosen at run time, so the build never targets the build machine's own ISA
+(a native-arch build would make the 'scalar' fallback crash on older CPUs).
 """
 
 import sys

@@ -10,7 +10,7 @@ import torch
 from xnornet.benchmarking import time_interleaved
 from xnornet.engine import PackedEngine
 from xnornet.models import NIN, Binarization
-from xnornet.packing import PackedModel, pack_network
+from xnornet.packing import PackedModel, pack_network, weight_shape
 
 
 def batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int) -> np.ndarray:
@@ -54,7 +54,7 @@ def memory_table(model: PackedModel) -> list[dict]:
         if not fields:
             continue
         bits = fields.pop("weight_bits", None)
-        n_binary = int(np.prod(weight_dims(spec))) if bits is not None else 0
+        n_binary = int(np.prod(weight_shape(spec))) if bits is not None else 0
         n_float = int(sum(v.size for v in fields.values()))
         packed = (bits.nbytes if bits is not None else 0) + 4 * n_float
         rows.append({
@@ -67,12 +67,6 @@ def memory_table(model: PackedModel) -> list[dict]:
     }
     rows.append({"layer": "total", "op": "", **total})
     return rows
-
-
-def weight_dims(spec: dict) -> tuple[int, ...]:
-    if spec["op"] == "conv":
-        return (spec["out"], spec["in"], *spec["kernel"])
-    return (spec["out"], spec["in"])
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -178,6 +178,17 @@ def binary_linear(
                        threads=threads)  # fmt: skip
 
 
+def _channel_rows(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, int]:
+    """Validate channels-last x (R, ..., C) and its per-channel scale/shift; x as (R, rest·C)."""
+    _check(x, "x", np.float32, min_ndim=2)
+    c = x.shape[-1]
+    for arr, name in ((scale, "scale"), (shift, "shift")):
+        _check(arr, name, np.float32, ndim=1)
+        if arr.shape[0] != c:
+            raise ValueError(f"{name} must have {c} values (x channels), got {arr.shape[0]}")
+    return x.reshape(x.shape[0], -1), c
+
+
 def bn_sign_pack(
     x: np.ndarray,
     scale: np.ndarray,
@@ -190,13 +201,7 @@ def bn_sign_pack(
     x (B, ..., C) float32 → bits (B, ceil(P·C/64)) with P the pixels per sample, and, if asked,
     mean_c |x·scale + shift| per pixel (B, P): the A of XNOR-Net's K = A ⊛ box.
     """
-    _check(x, "x", np.float32, min_ndim=2)
-    c = x.shape[-1]
-    for arr, name in ((scale, "scale"), (shift, "shift")):
-        _check(arr, name, np.float32, ndim=1)
-        if arr.shape[0] != c:
-            raise ValueError(f"{name} must have {c} values (x channels), got {arr.shape[0]}")
-    rows = x.reshape(x.shape[0], -1)
+    rows, c = _channel_rows(x, scale, shift)
     pixels = rows.shape[1] // c
     out = np.empty((rows.shape[0], n_words(rows.shape[1])), dtype=np.uint64)
     absmean = np.empty((rows.shape[0], pixels), dtype=np.float32) if with_absmean else None
@@ -212,13 +217,7 @@ def affine_sign_pack(
     x (R, ..., C) float32; scale/shift (C,) per channel → bits (R, ceil(rest·C/64)). Computed as
     a multiply then an add (no FMA), so a threshold (scale 1, shift −t) is the exact test x < t.
     """
-    _check(x, "x", np.float32, min_ndim=2)
-    c = x.shape[-1]
-    for arr, name in ((scale, "scale"), (shift, "shift")):
-        _check(arr, name, np.float32, ndim=1)
-        if arr.shape[0] != c:
-            raise ValueError(f"{name} must have {c} values (x channels), got {arr.shape[0]}")
-    rows = x.reshape(x.shape[0], -1)
+    rows, c = _channel_rows(x, scale, shift)
     reps = rows.shape[1] // c
     out = np.empty((rows.shape[0], n_words(rows.shape[1])), dtype=np.uint64)
     _xnor.affine_pack_rows(isa_code(), rows, np.tile(scale, reps), np.tile(shift, reps), out,
