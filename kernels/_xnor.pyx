@@ -19,7 +19,6 @@ cdef extern from "xnor_kernels.h" nogil:
         int relu
 
     int xn_cpu_isa()
-    int xn_micro_rows(int isa)
     int xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *panels, int64_t n,
                  int64_t words, const xn_epilogue *e, int threads)
     void xn_pack_rows(int isa, const float *x, int64_t rows, int64_t k, int64_t words,
@@ -31,8 +30,8 @@ cdef extern from "xnor_kernels.h" nogil:
     void xn_affine_pack_rows(int isa, const float *x, int64_t rows, int64_t k, const float *sc,
                              const float *sh, int64_t words, uint64_t *out, int threads)
     void xn_pool_nhwc(const float *x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k,
-                      int64_t stride, int64_t pad, int is_max, int relu, int64_t ho, int64_t wo,
-                      float *out, int threads)
+                      int64_t stride, int64_t pad, int is_max, int64_t ho, int64_t wo, float *out,
+                      int threads)
     void xn_bn_sign_pack(const float *x, int64_t rows, int64_t pixels, int64_t c,
                          const float *scale, const float *shift, int64_t words, uint64_t *out,
                          float *absmean, int threads)
@@ -104,10 +103,6 @@ def bgemm_f32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panel
     _bgemm(isa, a, panels, n, &e, threads)
 
 
-def micro_rows(int isa) -> int:
-    return xn_micro_rows(isa)
-
-
 def popcount_peak(int isa, int64_t iters) -> float:
     cdef double r
     with nogil:
@@ -135,9 +130,9 @@ def affine_pack_rows(int isa, const float[:, ::1] x, const float[::1] scale, con
 
 
 def pool_nhwc(const float[:, :, :, ::1] x, int64_t k, int64_t stride, int64_t pad, bint is_max,
-              bint relu, float[:, :, :, ::1] out, int threads):
+              float[:, :, :, ::1] out, int threads):
     if out.shape[0] == 0 or out.shape[3] == 0:
         return
     with nogil:
         xn_pool_nhwc(&x[0, 0, 0, 0], x.shape[0], x.shape[1], x.shape[2], x.shape[3], k, stride, pad,
-                     is_max, relu, out.shape[1], out.shape[2], &out[0, 0, 0, 0], threads)
+                     is_max, out.shape[1], out.shape[2], &out[0, 0, 0, 0], threads)

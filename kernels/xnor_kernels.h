@@ -412,11 +412,11 @@ static void xn_bn_sign_pack(const float *x, int64_t rows, int64_t pixels, int64_
 /* ------------------------------------------------------------------------------------------ */
 /* Pooling on channels-last float32 (B, H, W, C) -> (B, Ho, Wo, C), the inner loop over the      */
 /* contiguous channels. Max ignores padded positions; average counts them as 0 (PyTorch's        */
-/* count_include_pad=True). relu applies max(., 0) to the result (max commutes with ReLU).       */
+/* count_include_pad=True).                                                                      */
 
 static void xn_pool_nhwc(const float *x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k,
-                         int64_t stride, int64_t pad, int is_max, int relu, int64_t ho, int64_t wo,
-                         float *out, int threads) {
+                         int64_t stride, int64_t pad, int is_max, int64_t ho, int64_t wo, float *out,
+                         int threads) {
     const float inv = 1.0f / (float)(k * k);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && batch * ho * wo * c > (1 << 15))
     for (int64_t bo = 0; bo < batch * ho; ++bo) {
@@ -444,8 +444,6 @@ static void xn_pool_nhwc(const float *x, int64_t batch, int64_t h, int64_t w, in
             }
             if (!is_max)
                 for (int64_t ch = 0; ch < c; ++ch) o[ch] *= inv;
-            if (relu)
-                for (int64_t ch = 0; ch < c; ++ch) o[ch] = o[ch] > 0.0f ? o[ch] : 0.0f;
         }
     }
 }

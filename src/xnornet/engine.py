@@ -41,7 +41,6 @@ Step = Callable[[np.ndarray], np.ndarray]
 class NamedStep:
     name: str
     run: Step
-    binary: bool
 
 
 def weight_signs(model: PackedModel, i: int) -> np.ndarray:
@@ -140,7 +139,7 @@ def xnor_linear(
 
 def pool(kind: str, k: int, stride: int, pad: int, threads: int | None) -> Step:
     """Max/avg pooling on the kernel's channels-last loop."""
-    return lambda x: pool2d_nhwc(x, kind[:3], k, stride, pad, False, threads)
+    return lambda x: pool2d_nhwc(x, kind[:3], k, stride, pad, threads)
 
 
 def flatten(x: np.ndarray) -> np.ndarray:
@@ -170,12 +169,12 @@ def weight_step(model: PackedModel, i: int, sign, threads: int | None, relu: boo
             c = spec["in"]
             sign = (np.ones(c, np.float32), np.zeros(c, np.float32))
         build = xnor_conv if op == "conv" else xnor_linear
-        return NamedStep(f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu), True)
+        return NamedStep(f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu))
     w, b = float_weight(model, i), model.tensors.get(f"{i}.bias")
     run = (
         float_conv(w, b, spec["stride"], spec["padding"], relu) if op == "conv" else float_linear(w, b, relu)
     )
-    return NamedStep(f"{i}:{'bwn' if spec['binary'] else 'float'}_{op}{suffix}", run, False)
+    return NamedStep(f"{i}:{'bwn' if spec['binary'] else 'float'}_{op}{suffix}", run)
 
 
 def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
@@ -196,19 +195,19 @@ def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
         elif op == "threshold":
             raise XnornetError(f"layer {i}: a threshold must feed a binary-input layer")
         elif op == "scale":
-            steps.append(NamedStep(f"{i}:scale", lambda x, s=t[f"{i}.scale"]: x * s, False))
+            steps.append(NamedStep(f"{i}:scale", lambda x, s=t[f"{i}.scale"]: x * s))
         elif op == "affine":
             scale, shift = t[f"{i}.scale"], t[f"{i}.shift"]
-            steps.append(NamedStep(f"{i}:affine", lambda x, s=scale, b=shift: x * s + b, False))
+            steps.append(NamedStep(f"{i}:affine", lambda x, s=scale, b=shift: x * s + b))
         elif op == "relu":
-            steps.append(NamedStep(f"{i}:relu", lambda x: np.maximum(x, 0, out=x), False))
+            steps.append(NamedStep(f"{i}:relu", lambda x: np.maximum(x, 0, out=x)))
         elif op in ("maxpool", "avgpool"):
             run = pool(op, spec["kernel"], spec["stride"], spec["padding"], threads)
-            steps.append(NamedStep(f"{i}:{op}", run, False))
+            steps.append(NamedStep(f"{i}:{op}", run))
         elif op == "global_avgpool":
-            steps.append(NamedStep(f"{i}:{op}", lambda x: x.mean(axis=(1, 2), keepdims=True), False))
+            steps.append(NamedStep(f"{i}:{op}", lambda x: x.mean(axis=(1, 2), keepdims=True)))
         elif op == "flatten":
-            steps.append(NamedStep(f"{i}:flatten", flatten, False))
+            steps.append(NamedStep(f"{i}:flatten", flatten))
         i += 1
     return steps
 

@@ -63,9 +63,6 @@ class PackedModel:
     tensors: dict[str, np.ndarray]
     info: dict  # variant, net, input_shape, …
 
-    def tensor(self, name: str) -> np.ndarray:
-        return self.tensors[name]
-
 
 def pack_network(net: nn.Sequential, input_shape: tuple[int, ...], **info) -> PackedModel:
     """Pack an eval-mode nn.Sequential (LeNet5, NIN) in its inference form: bits + float32."""

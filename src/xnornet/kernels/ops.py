@@ -226,10 +226,9 @@ def affine_sign_pack(
 
 
 def pool2d_nhwc(
-    x: np.ndarray, kind: str, kernel: int, stride: int, padding: int = 0, relu: bool = False,
-    threads: int | None = None,
-) -> np.ndarray:  # fmt: skip
-    """Max or average pooling of a float32 (B, H, W, C) batch, optionally followed by ReLU.
+    x: np.ndarray, kind: str, kernel: int, stride: int, padding: int = 0, threads: int | None = None
+) -> np.ndarray:
+    """Max or average pooling of a float32 (B, H, W, C) batch.
 
     Matches torch's MaxPool2d / AvgPool2d(count_include_pad=True) with square kernel, stride, padding.
     """
@@ -243,6 +242,6 @@ def pool2d_nhwc(
     if ho < 1 or wo < 1:
         raise ValueError(f"input {h}×{w} is smaller than the pooling window {kernel}")
     out = np.empty((b, ho, wo, c), dtype=np.float32)
-    _xnor.pool_nhwc(x, kernel, stride, padding, kind == "max", relu, out,
+    _xnor.pool_nhwc(x, kernel, stride, padding, kind == "max", out,
                     resolve_threads(threads, out.size * kernel))  # fmt: skip
     return out
