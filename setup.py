@@ -5,6 +5,7 @@ attributes and are chosen at run time, so the build never targets the build mach
 (a native-arch build would make the 'scalar' fallback crash on older CPUs).
 """
 
+import glob
 import sys
 
 from Cython.Build import cythonize
@@ -16,7 +17,7 @@ extension = Extension(
     "xnornet.kernels._xnor",
     sources=["kernels/_xnor.pyx"],
     include_dirs=["kernels"],
-    depends=["kernels/xnor_kernels.h"],
+    depends=sorted(glob.glob("kernels/*.h")),  # the umbrella and every header it includes
     extra_compile_args=["-O3", "-ffp-contract=off", *openmp],  # no FMA: x·s + t rounds like numpy
     extra_link_args=openmp,
 )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -59,3 +61,23 @@ def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
     """A gzipped big-endian IDX file, as the classic MNIST distribution ships them."""
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
     path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def make_idx_mirror(root: Path, n_train: int = 30, n_test: int = 10) -> dict:
+    """Four gzipped IDX files in ``root`` and the matching ``data.idx`` config."""
+    files = {}
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        images, labels = synthetic_digits(n, seed)
+        prefix = "train" if split == "train" else "t10k"
+        for kind, array, magic in (("images", images, 2051), ("labels", labels, 2049)):
+            name = f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
+            write_idx(root / name, array, magic)
+            md5 = hashlib.md5((root / name).read_bytes()).hexdigest()
+            files[f"{split}_{kind}"] = {"name": name, "md5": md5}
+    return {"source": "idx", "idx": {"base_url": root.as_uri(), "files": files}}
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    """A Lightning trainer for unit tests: no logger, bar, summary or checkpoints."""
+    return pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, accelerator="cpu", **kwargs)  # fmt: skip

@@ -6,8 +6,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from xnornet.bench import run_bench
-from xnornet.benchmarking import LayerShape, bench_shape, resolve_isas, with_limits
+from xnornet.benchmark.layer import bench_shape, resolve_isas, with_limits
+from xnornet.benchmark.shapes import LayerShape
+from xnornet.benchmark.suite import run_bench
 from xnornet.errors import XnornetError
 from xnornet.kernels import available_isas
 

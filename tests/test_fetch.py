@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import tarfile
@@ -12,25 +11,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_config, synthetic_digits, write_idx
-from xnornet.cifar10_source import read_cifar10_tarball
+from conftest import compose_config, make_idx_mirror, synthetic_digits
+from xnornet.data.cifar10 import read_cifar10_tarball
+from xnornet.data.mnist import STANDARD_LABEL_COUNTS, fetch_mnist, parse_idx
+from xnornet.data.npz import write_splits
 from xnornet.errors import XnornetError
-from xnornet.fetch import write_splits
-from xnornet.mnist_sources import STANDARD_LABEL_COUNTS, fetch_mnist, parse_idx
-
-
-def make_idx_mirror(root: Path, n_train: int = 30, n_test: int = 10) -> dict:
-    """Four gzipped IDX files in ``root`` and the matching ``data.idx`` config."""
-    files = {}
-    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
-        images, labels = synthetic_digits(n, seed)
-        prefix = "train" if split == "train" else "t10k"
-        for kind, array, magic in (("images", images, 2051), ("labels", labels, 2049)):
-            name = f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
-            write_idx(root / name, array, magic)
-            md5 = hashlib.md5((root / name).read_bytes()).hexdigest()
-            files[f"{split}_{kind}"] = {"name": name, "md5": md5}
-    return {"source": "idx", "idx": {"base_url": root.as_uri(), "files": files}}
 
 
 def test_idx_source_round_trips_the_arrays(tmp_path):
@@ -97,7 +82,7 @@ def test_fetch_stage_cli_reports_one_line_and_writes_nothing(tmp_path):
         args += [f"data.idx.files.{key}.name={entry['name']}"]
         args += [f"data.idx.files.{key}.md5={entry['md5']}"]
     out = subprocess.run(
-        [sys.executable, "-m", "xnornet.fetch", *args, f"paths.data_dir={tmp_path}/out",
+        [sys.executable, "-m", "xnornet", "fetch", *args, f"paths.data_dir={tmp_path}/out",
          f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db"],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip

@@ -12,15 +12,21 @@ from xnornet.kernels import (
     BinaryConvWeights,
     available_isas,
     binary_conv2d,
+    im2col_bits,
     kernel_isa,
     pack_bits,
     pack_nhwc,
     popcount_peak,
     xnor_gemm,
 )
+from xnornet.kernels.ops import affine_sign_pack, bn_sign_pack, pool2d_nhwc
 from xnornet.kernels.reference import (
+    affine_sign_pack_ref,
     binary_conv2d_ref,
+    bn_sign_pack_ref,
+    im2col_bits_ref,
     pack_bits_ref,
+    pool2d_nhwc_ref,
     sign_matmul_ref,
     xnor_gemm_ref,
 )
@@ -102,6 +108,17 @@ def test_binary_conv2d_equals_reference_and_torch(isa, case, threads):
     signs = lambda a: torch.from_numpy(np.where(a < 0, -1.0, 1.0))  # noqa: E731
     expected = F.conv2d(signs(x).permute(0, 3, 1, 2), signs(weight), stride=stride, padding=padding)
     np.testing.assert_array_equal(out, expected.permute(0, 2, 3, 1).numpy().astype(np.int32))
+
+
+@pytest.mark.parametrize("case", [*CONV_CASES, (4, 16, 16, 65, 2, 3, 1, 1)])  # last: 2 threads
+@pytest.mark.parametrize("threads", [1, 2])
+def test_im2col_bits_equals_reference(isa, case, threads):
+    b, h, w, c, cout, k, stride, padding = case
+    rng = np.random.default_rng(sum(case))
+    x = signed_floats(rng, (b, h, w, c))
+    packed = BinaryConvWeights.from_float(signed_floats(rng, (cout, c, k, k)), stride, padding)
+    cols = im2col_bits(pack_nhwc(x, threads), packed, threads)
+    np.testing.assert_array_equal(cols, im2col_bits_ref(x, (k, k), stride, padding))
 
 
 def test_binary_conv2d_fused_output_transform(isa):
@@ -189,53 +206,112 @@ def test_unknown_or_unsupported_isa_is_rejected(monkeypatch):
             kernel_isa()
 
 
-@pytest.mark.parametrize("shape", [(3, 1), (2, 7, 20), (5, 13, 9), (4, 800), (2, 12, 64)])
-def test_affine_sign_pack_equals_reference(isa, shape):
-    from xnornet.kernels.ops import affine_sign_pack, bn_sign_pack
+# (R, ..., C): bits per row K = 1, 63, 63, 64, 65, 65, 140, 117, 768, 975, 66560 with C = 1, 3, 20,
+# 64, 65 channels; the last is big enough for the kernel to split rows over 2 threads.
+SIGN_PACK_SHAPES = [
+    (3, 1),
+    (2, 63, 1),
+    (2, 21, 3),
+    (2, 1, 64),
+    (3, 65),
+    (2, 13, 5),
+    (2, 7, 20),
+    (5, 13, 9),
+    (2, 12, 64),
+    (2, 3, 5, 65),
+    (4, 32, 32, 65),
+]
 
-    rng = np.random.default_rng(len(shape))
-    x = signed_floats(rng, shape)
-    c = shape[-1]
+
+def affine_params(rng, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel scale/shift, with zero scales and −0 shifts so that y = ±0 occurs (bit 0)."""
     scale = rng.standard_normal(c).astype(np.float32)
     shift = rng.standard_normal(c).astype(np.float32)
-    expected = pack_bits_ref((x * scale + shift).reshape(shape[0], -1))
-    np.testing.assert_array_equal(affine_sign_pack(x, scale, shift, threads=2), expected)
-    bits, absmean = bn_sign_pack(x, scale, shift, with_absmean=True)
-    np.testing.assert_array_equal(bits, expected)
-    y = np.abs(x * scale + shift).reshape(shape[0], -1, c).mean(axis=-1)
-    np.testing.assert_allclose(absmean, y, rtol=1e-5)
+    scale[1::3] = 0.0
+    shift[1::4] = -0.0
+    return scale, shift
+
+
+@pytest.mark.parametrize("shape", SIGN_PACK_SHAPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_affine_sign_pack_equals_reference(isa, shape, threads):
+    rng = np.random.default_rng(sum(shape))
+    x = signed_floats(rng, shape)
+    scale, shift = affine_params(rng, shape[-1])
+    out = affine_sign_pack(x, scale, shift, threads=threads)
+    np.testing.assert_array_equal(out, affine_sign_pack_ref(x, scale, shift))
+
+
+@pytest.mark.parametrize("shape", SIGN_PACK_SHAPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bn_sign_pack_equals_reference(shape, threads):
+    rng = np.random.default_rng(sum(shape))
+    x = signed_floats(rng, shape)
+    scale, shift = affine_params(rng, shape[-1])
+    bits, absmean = bn_sign_pack(x, scale, shift, with_absmean=True, threads=threads)
+    ref_bits, ref_absmean = bn_sign_pack_ref(x, scale, shift)
+    np.testing.assert_array_equal(bits, ref_bits)
+    np.testing.assert_array_equal(absmean.view(np.uint32), ref_absmean.view(np.uint32))
+    no_absmean_bits, none = bn_sign_pack(x, scale, shift, threads=threads)
+    assert none is None
+    np.testing.assert_array_equal(no_absmean_bits, ref_bits)
+    # the float computation it replaces: mean |BN(x)| in float64
+    y = x.astype(np.float64) * scale + shift
+    np.testing.assert_allclose(absmean, np.abs(y).reshape(shape[0], -1, shape[-1]).mean(-1), rtol=1e-5)
 
 
 def test_threshold_pack_is_the_exact_test_x_below_t(isa):
-    from xnornet.kernels.ops import affine_sign_pack
-
     t = np.array([0.1, -3.0, 7.5], dtype=np.float32)
     x = np.stack([t, np.nextafter(t, -np.inf), np.nextafter(t, np.inf)] * 30).astype(np.float32)
-    bits = affine_sign_pack(x.reshape(1, -1, 3), np.ones(3, np.float32), -t)
+    x = x.reshape(1, -1, 3)
+    ones = np.ones(3, np.float32)
+    bits = affine_sign_pack(x, ones, -t)
     expected = pack_bits_ref(np.where(x < t, -1.0, 1.0).reshape(1, -1))
     np.testing.assert_array_equal(bits, expected)
+    np.testing.assert_array_equal(affine_sign_pack_ref(x, ones, -t), expected)
+
+
+POOL_GEOMETRIES = [(2, 2, 0), (3, 2, 1), (3, 1, 1), (1, 1, 0), (8, 1, 0)]  # (kernel, stride, padding)
+
+
+def torch_pool_nhwc(x: np.ndarray, kind: str, k: int, stride: int, pad: int) -> np.ndarray:
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2)
+    if kind == "max":
+        out = F.max_pool2d(xt, k, stride, pad)
+    else:
+        out = F.avg_pool2d(xt, k, stride, pad, count_include_pad=True)
+    return out.permute(0, 2, 3, 1).numpy()
+
+
+def assert_pool_matches(x: np.ndarray, kind: str, geometry: tuple[int, int, int], threads: int) -> None:
+    """Bit-exact against the numpy twin (same visiting order, same float32 reciprocal); against
+    torch exact for max, which picks a value, and to 1e-6 for avg, where torch sums in its own
+    order and divides by k² instead of multiplying by 1/k²."""
+    out = pool2d_nhwc(x, kind, *geometry, threads=threads)
+    np.testing.assert_array_equal(out.view(np.uint32), pool2d_nhwc_ref(x, kind, *geometry).view(np.uint32))
+    expected = torch_pool_nhwc(x, kind, *geometry)
+    if kind == "max":
+        np.testing.assert_array_equal(out, expected)
+    else:
+        np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
-@pytest.mark.parametrize("geometry", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (1, 1, 0), (8, 1, 0)])
-def test_pool2d_nhwc_equals_torch(kind, geometry):
-    from xnornet.kernels.ops import pool2d_nhwc
+@pytest.mark.parametrize("geometry", POOL_GEOMETRIES)
+@pytest.mark.parametrize("c", [1, 3, 20, 64, 65])
+def test_pool2d_nhwc_equals_reference_and_torch(kind, geometry, c):
+    x = signed_floats(np.random.default_rng(geometry[0] * 100 + c), (3, 8, 9, c))
+    assert_pool_matches(x, kind, geometry, threads=2)
 
-    k, stride, pad = geometry
-    x = signed_floats(np.random.default_rng(k), (3, 8, 9, 13))
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2)
-    if kind == "max":
-        ref = F.max_pool2d(xt, k, stride, pad)
-    else:
-        ref = F.avg_pool2d(xt, k, stride, pad, count_include_pad=True)
-    ref = ref.permute(0, 2, 3, 1).numpy()
-    out = pool2d_nhwc(x, kind, k, stride, pad, threads=2)
-    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_pool2d_with_threads_equals_reference_and_torch(kind, threads):
+    x = signed_floats(np.random.default_rng(5), (2, 33, 31, 65))
+    assert_pool_matches(x, kind, (3, 2, 1), threads)
 
 
 def test_pool2d_rejects_bad_geometry():
-    from xnornet.kernels.ops import pool2d_nhwc
-
     x = np.zeros((1, 4, 4, 2), np.float32)
     with pytest.raises(ValueError, match="kind must be"):
         pool2d_nhwc(x, "min", 2, 2)

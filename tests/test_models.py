@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import compose_config
+from xnornet.builders import build_net
 from xnornet.errors import XnornetError
-from xnornet.layers import binary_layers
-from xnornet.models import Binarization
-from xnornet.training import build_net, count_params
+from xnornet.nn.binarization import Binarization
+from xnornet.nn.layers import binary_layers, count_params
 
 NET_INPUTS = {"lenet5": (4, 1, 28, 28), "nin": (2, 3, 32, 32)}
 

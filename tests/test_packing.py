@@ -13,14 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from conftest import compose_config, tiny_overrides
-from test_training import quiet_trainer
-from xnornet.engine import PackedEngine, load_engine
+from conftest import compose_config, quiet_trainer, tiny_overrides
+from xnornet.benchmark.network import random_nin
+from xnornet.builders import build_datamodule, build_module, build_net
 from xnornet.errors import XnornetError
-from xnornet.evaluate import check_architecture
-from xnornet.evaluation import agreement, memory_table, random_nin
-from xnornet.packing import digest, load_packed, pack_network, save_packed
-from xnornet.training import build_datamodule, build_module, build_net
+from xnornet.packed.agreement import agreement
+from xnornet.packed.engine import PackedEngine, load_engine
+from xnornet.packed.file_format import FORMAT, VERSION, digest, load_packed, save_packed
+from xnornet.packed.inference_form import check_architecture, pack_network
+from xnornet.packed.memory import memory_table
 
 VARIANTS = {
     "bwn": ["model=bwn"],
@@ -108,7 +109,8 @@ def rewrite(path, *, metadata_update=None, tensors_update=None):
         (lambda p: p.write_bytes(p.read_bytes()[:5]), "truncated or corrupt"),
         (lambda p: p.write_bytes(b""), "truncated or corrupt"),
         (lambda p: p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1])), "SHA-256 mismatch"),
-        (lambda p: rewrite(p, metadata_update={"version": "2"}), "format version '2'"),
+        (lambda p: rewrite(p, metadata_update={"version": "99"}), "format version '99'"),
+        (lambda p: rewrite(p, metadata_update={"info": '{"variant": "bwn"}'}), "SHA-256 mismatch"),
         (lambda p: rewrite(p, metadata_update={"format": "other"}), "not an xnornet-packed file"),
         (lambda p: rewrite(p, tensors_update={"9.alpha": np.ones(3, np.float32)}), "SHA-256 mismatch"),
         (lambda p: p.unlink(), "not found"),
@@ -128,8 +130,9 @@ def test_consistent_but_wrong_shapes_are_refused(packed_file):
     model = load_packed(path)
     tensors = {**model.tensors, "4.alpha": np.ones(3, np.float32)}
     arch = json.dumps(model.architecture, sort_keys=True)
-    meta = {"format": "xnornet-packed", "version": "1", "architecture": arch,
-            "info": json.dumps(model.info), "sha256": digest(arch, tensors)}  # fmt: skip
+    info = json.dumps(model.info)
+    meta = {"format": FORMAT, "version": str(VERSION), "architecture": arch, "info": info,
+            "sha256": digest(arch, info, tensors)}  # fmt: skip
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(XnornetError, match="4.alpha is float32"):
         load_packed(path)
@@ -137,8 +140,11 @@ def test_consistent_but_wrong_shapes_are_refused(packed_file):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_fuzzed_files_raise_only_the_clear_error(packed_file, data, tmp_path_factory):
+def test_fuzzed_files_are_refused_or_unchanged(packed_file, data, tmp_path_factory):
+    """Every mutation is refused with the one clear error, or it touched nothing the digest
+    covers: what loads is then the original model exactly."""
     path, _ = packed_file
+    original = load_packed(path)
     blob = bytearray(path.read_bytes())
     for _ in range(data.draw(st.integers(1, 4))):
         kind = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
@@ -152,9 +158,14 @@ def test_fuzzed_files_raise_only_the_clear_error(packed_file, data, tmp_path_fac
     target = tmp_path_factory.mktemp("fuzz") / "m.packed"
     target.write_bytes(bytes(blob))
     try:
-        load_packed(target)
+        loaded = load_packed(target)
     except XnornetError:
-        pass
+        return
+    assert loaded.architecture == original.architecture and loaded.info == original.info
+    assert loaded.tensors.keys() == original.tensors.keys()
+    for name, tensor in original.tensors.items():
+        assert loaded.tensors[name].dtype == tensor.dtype
+        np.testing.assert_array_equal(loaded.tensors[name], tensor)
 
 
 def test_engine_rejects_bad_input(packed_file):

@@ -17,8 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
-from test_fetch import make_idx_mirror
+from conftest import REPO, make_idx_mirror
 
 VARIANTS = ("fp", "bwn", "xnor")
 

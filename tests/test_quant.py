@@ -1,4 +1,4 @@
-"""Quantizers against numpy and against the closed-form gradients in ANCHORS.md."""
+"""Quantizers against numpy and against the closed-form gradients of the method (README.md)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xnornet.layers import QuantConv2d, QuantLinear
-from xnornet.quant import activation_scale, binarize, bwn_weight, bwn_weight_paper, sign_ste
+from xnornet.nn.layers import QuantConv2d, QuantLinear
+from xnornet.nn.quantizers import activation_scale, binarize, bwn_weight, bwn_weight_paper, sign_ste
 
 
 def np_sign(x: np.ndarray) -> np.ndarray:

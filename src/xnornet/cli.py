@@ -1,44 +1,27 @@
-"""The one decorator every stage entry point uses: Hydra config in, one-line errors out."""
+"""``xnornet <stage> [Hydra overrides]``: one command for every pipeline stage, like dvc or mlflow.
+
+``xnornet train -m model=fp,xnor seed=0,1`` is the train stage's Hydra app with its usual
+arguments; ``python -m xnornet <stage>`` is the same command without the console script.
+"""
 
 from __future__ import annotations
 
-import functools
+import importlib
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+from xnornet.stages import STAGES
 
-from xnornet.errors import XnornetError
+USAGE = f"usage: xnornet {{{','.join(STAGES)}}} [hydra overrides, -m for a sweep, --help]"
 
 
-def conf_dir() -> str:
-    """conf/ of the repo the command runs in (a DVC experiment's copy too), else this checkout's."""
-    here = Path.cwd() / "conf"
-    if (here / "config.yaml").is_file():
-        return str(here)
-    return str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def stage_main(fn: Callable[[DictConfig], object]) -> Callable[[], None]:
-    """Wrap ``fn(cfg)`` as a Hydra app on conf/config.yaml; bad input exits 1 with one line."""
-
-    @functools.wraps(fn)
-    def run(cfg: DictConfig) -> None:
-        try:
-            fn(cfg)
-        except XnornetError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
-
-    return hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")(run)
-
-
-def output_root() -> Path:
-    """Where stage outputs go: the repo-relative fixed paths, or a sweep job's own directory."""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path(".")
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"error: unknown stage {stage!r}\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [f"xnornet {stage}", *rest]  # Hydra parses sys.argv
+    importlib.import_module(f"xnornet.stages.{stage}").main()

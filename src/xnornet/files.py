@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -59,3 +61,17 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Rows of equal keys as a CSV with a header, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    """The DVC metrics JSON, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -6,15 +6,17 @@ in the repo root by default) and the database and experiment are created before 
 
 from __future__ import annotations
 
-import json
+import contextlib
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from xnornet.files import atomic_path
+from xnornet.files import write_metrics
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -63,12 +65,6 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
     return flat
 
 
-def write_metrics(path: Path, metrics: dict) -> None:
-    """The DVC metrics JSON, written atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-
-
 def record(client: MlflowClient, run_id: str, metrics: dict, json_path: Path | None,
            artifacts: list[Path] = ()) -> None:  # fmt: skip
     """Write the metrics JSON (if the stage has one), log its numbers and artifacts to MLflow."""
@@ -83,7 +79,7 @@ def record(client: MlflowClient, run_id: str, metrics: dict, json_path: Path | N
 
 
 def start_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> tuple[MlflowClient, str]:
-    """A plain MLflow run for the stages without a Lightning logger (fetch, pack, bench…)."""
+    """A plain MLflow run with every config value the stage read as a param."""
     uri = tracking_uri(cfg)
     exp_id = ensure_experiment(cfg)
     client = MlflowClient(uri)
@@ -92,3 +88,25 @@ def start_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> tuple[Mlf
         client.log_param(run.info.run_id, key, value)
     mlflow.set_tracking_uri(uri)
     return client, run.info.run_id
+
+
+@dataclass(frozen=True)
+class StageRun:
+    client: MlflowClient
+    run_id: str
+
+    def record(self, metrics: dict, json_path: Path | None = None, artifacts: list[Path] = ()) -> None:
+        record(self.client, self.run_id, metrics, json_path, artifacts)
+
+
+@contextlib.contextmanager
+def stage_run(cfg: DictConfig, run_name: str, stage: str, **tags: str) -> Iterator[StageRun]:
+    """The MLflow run of a stage without a Lightning logger (fetch, pack, evaluate, bench, report):
+    FINISHED when the block completes, FAILED (and the error re-raised) when it does not."""
+    client, run_id = start_run(cfg, run_name, run_tags(stage, **tags))
+    try:
+        yield StageRun(client, run_id)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)

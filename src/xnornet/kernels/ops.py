@@ -14,7 +14,7 @@ import numpy as np
 from xnornet.kernels import _xnor
 from xnornet.kernels.isa import isa_code
 
-PANEL = 16  # columns per packed-B panel (XN_NR in xnor_kernels.h)
+PANEL = 16  # columns per packed-B panel (XN_NR in kernels/xn_dispatch.h)
 SERIAL_WORK = 1 << 15  # below this many word-ops one thread is faster than waking a team
 
 
@@ -62,7 +62,7 @@ def pack_bits(x: np.ndarray, threads: int | None = None) -> np.ndarray:
 
 
 def _check_padding_bits(bits: np.ndarray, k: int, name: str) -> None:
-    """Padding bits must be 0 (DESIGN.md), or the dot product k − 2·popcount would be wrong."""
+    """Padding bits must be 0 (the bit convention), or the dot product k − 2·popcount would be wrong."""
     full, rem = divmod(k, 64)
     tail = bits[:, full + (rem > 0) :]
     bad = tail.any() if tail.size else False

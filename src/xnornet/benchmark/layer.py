@@ -1,0 +1,136 @@
+"""One layer shape, torch float32 against the binary layer (and its GEMM alone), per ISA path and
+thread count, timed side by side (benchmark.timing)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xnornet.benchmark.shapes import LayerShape
+from xnornet.benchmark.timing import time_interleaved, with_isa, with_threads
+from xnornet.kernels import (
+    BinaryConvWeights,
+    PackedColumns,
+    binary_conv2d,
+    binary_linear,
+    gemm_packed,
+    im2col_bits,
+    pack_bits,
+    pack_nhwc,
+)
+from xnornet.kernels.isa import ENV_VAR
+
+
+def torch_fns(shape: LayerShape, rng: np.random.Generator) -> dict[str, Callable[[], object]]:
+    """float32 conv2d (NCHW and channels-last) or linear, and matmul on the same GEMM."""
+    m, n, k = shape.gemm
+    a = torch.from_numpy(rng.standard_normal((m, k), dtype=np.float32))
+    b = torch.from_numpy(rng.standard_normal((k, n), dtype=np.float32))
+    fns = {"torch_matmul": lambda: torch.mm(a, b)}
+    if shape.kind == "linear":
+        x = torch.from_numpy(rng.standard_normal((shape.batch, shape.c_in), dtype=np.float32))
+        w = torch.from_numpy(rng.standard_normal((shape.c_out, shape.c_in), dtype=np.float32))
+        fns["torch_conv"] = lambda: F.linear(x, w)
+        return fns
+    x = torch.from_numpy(rng.standard_normal((shape.batch, shape.c_in, shape.h, shape.w), dtype=np.float32))
+    w = torch.from_numpy(rng.standard_normal((shape.c_out, shape.c_in, shape.k, shape.k), dtype=np.float32))
+    xc, wc = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
+    fns["torch_conv_nchw"] = lambda: F.conv2d(x, w, stride=shape.stride, padding=shape.padding)
+    fns["torch_conv_cl"] = lambda: F.conv2d(xc, wc, stride=shape.stride, padding=shape.padding)
+    return fns
+
+
+def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dict[str, Callable[[], object]]:
+    """The whole binary layer (pack + im2col + bgemm + α/bias transform), and its bgemm alone."""
+    alpha = rng.random(shape.c_out, dtype=np.float32)
+    bias = rng.standard_normal(shape.c_out).astype(np.float32)
+    if shape.kind == "linear":
+        x = rng.standard_normal((shape.batch, shape.c_in), dtype=np.float32)
+        w = rng.standard_normal((shape.c_out, shape.c_in), dtype=np.float32)
+        cols = PackedColumns.from_bits(pack_bits(w), shape.c_in)
+        x_bits = pack_bits(x)
+        return {
+            "binary_layer": lambda: binary_linear(pack_bits(x, threads), cols, alpha, bias, threads=threads),
+            "bgemm": lambda: gemm_packed(x_bits, cols, threads=threads),
+        }
+    x = rng.standard_normal((shape.batch, shape.h, shape.w, shape.c_in), dtype=np.float32)
+    w = rng.standard_normal((shape.c_out, shape.c_in, shape.k, shape.k), dtype=np.float32)
+    weights = BinaryConvWeights.from_float(w, shape.stride, shape.padding)
+    weights.correction(shape.h, shape.w)  # per input size, computed once like the weight packing
+    patches = im2col_bits(pack_nhwc(x), weights)
+
+    def layer():
+        return binary_conv2d(pack_nhwc(x, threads), weights, alpha, bias, threads=threads)
+
+    return {
+        "binary_layer": layer,
+        "bgemm": lambda: gemm_packed(patches, weights.columns, threads=threads),
+    }
+
+
+def with_limits(row: dict, limits: dict[str, float]) -> dict:
+    """Add pct_of_limit: the bgemm's rate against the per-core limit of its ISA times its threads."""
+    pct = 100 * row["bgemm_gops"] / (limits[row["isa"]] / 1e9 * row["threads"])
+    return {**row, "pct_of_limit": round(pct, 1)}
+
+
+def resolve_isas(wanted, available: list[str]) -> list[str]:
+    """``all`` = every popcount path here; "generic" (for CPUs without POPCNT) only if asked."""
+    if wanted == "all":
+        return [isa for isa in available if isa != "generic"] or list(available)
+    unknown = [isa for isa in wanted if isa not in available]
+    if unknown:
+        raise ValueError(f"bench.isas: {unknown} not available here (this CPU runs {available})")
+    return list(wanted)
+
+
+def bench_shape(
+    shape: LayerShape,
+    isas: list[str],
+    thread_counts: list[int],
+    warmup: int,
+    repeats: int,
+    seed: int,
+    tick: Callable[[], None],
+) -> list[dict]:
+    """One row per (ISA, threads): torch and binary timings of ``shape``, measured together."""
+    rng = np.random.default_rng(seed)
+    fns: dict[str, Callable[[], object]] = {}
+    torch_layer = torch_fns(shape, rng)
+    for t in thread_counts:
+        for name, fn in torch_layer.items():
+            fns[f"{name}@{t}"] = with_threads(fn, t)
+        for isa in isas:
+            for name, fn in binary_fns(shape, rng, t).items():
+                fns[f"{name}@{isa}@{t}"] = with_isa(fn, isa)
+    saved = os.environ.get(ENV_VAR), torch.get_num_threads()
+    try:
+        ms = {k: 1e3 * v for k, v in time_interleaved(fns, warmup, repeats, tick).items()}
+    finally:
+        os.environ.pop(ENV_VAR, None) if saved[0] is None else os.environ.update({ENV_VAR: saved[0]})
+        torch.set_num_threads(saved[1])
+    m, n, k = shape.gemm
+    rows = []
+    for t in thread_counts:
+        conv_ms = min(v for key, v in ms.items() if key.startswith("torch_conv") and key.endswith(f"@{t}"))
+        for isa in isas:
+            layer_ms, bgemm_ms = ms[f"binary_layer@{isa}@{t}"], ms[f"bgemm@{isa}@{t}"]
+            bgemm_gops = shape.ops / bgemm_ms / 1e6
+            rows.append({
+                "shape": shape.name, "isa": isa, "threads": t, "M": m, "N": n, "K": k,
+                "torch_conv_ms": round(conv_ms, 4),
+                "torch_matmul_ms": round(ms[f"torch_matmul@{t}"], 4),
+                "binary_layer_ms": round(layer_ms, 4),
+                "bgemm_ms": round(bgemm_ms, 4),
+                "speedup_vs_conv": round(conv_ms / layer_ms, 2),
+                "speedup_vs_matmul": round(ms[f"torch_matmul@{t}"] / layer_ms, 2),
+                "torch_gops": round(shape.ops / conv_ms / 1e6, 1),
+                "gops": round(shape.ops / layer_ms / 1e6, 1),
+                "bgemm_gops": round(bgemm_gops, 1),
+                "thread_speedup": round(ms[f"binary_layer@{isa}@{thread_counts[0]}"] / layer_ms, 2),
+            })  # fmt: skip
+    return rows

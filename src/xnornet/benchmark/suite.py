@@ -1,0 +1,81 @@
+"""The bench stage's run: every configured layer shape, ISA path and thread count, with the
+per-core popcount limit measured beside them."""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from xnornet.benchmark.layer import bench_shape, resolve_isas, with_limits
+from xnornet.benchmark.shapes import LayerShape
+from xnornet.errors import XnornetError
+from xnornet.kernels import available_isas, popcount_peak
+from xnornet.kernels.isa import ENV_VAR
+from xnornet.machine import machine_info, resolve_thread_counts
+
+
+def measure_limits(isas: list[str], iters: int) -> dict[str, float]:
+    """Per-core binary ops/s of each path, measured now, not quoted."""
+    limits = {}
+    for isa in isas:
+        os.environ[ENV_VAR] = isa
+        limits[isa] = popcount_peak(iters)
+    os.environ.pop(ENV_VAR, None)
+    return limits
+
+
+def run_bench(b: DictConfig) -> tuple[list[dict], dict]:
+    try:
+        shapes = [LayerShape(**OmegaConf.to_container(s)) for s in b.shapes]
+        isas = resolve_isas(b.isas, available_isas())
+        thread_counts = resolve_thread_counts(b.threads)
+    except (TypeError, ValueError) as e:
+        raise XnornetError(f"bench config: {e}") from e
+    # The limit is re-measured before every shape and the best kept: one early measurement can
+    # land on a slow moment of a shared machine and make later kernels look faster than it.
+    limits = dict.fromkeys(isas, 0.0)
+    timed: list[tuple[LayerShape, dict]] = []
+    with tqdm(total=len(shapes) * (b.warmup + b.repeats), desc="bench", unit="round") as bar:
+        for shape in shapes:
+            bar.set_postfix_str(shape.name)
+            for isa, value in measure_limits(isas, int(b.peak_iters)).items():
+                limits[isa] = max(limits[isa], value)
+            timed.append((shape, bench_shape(shape, isas, thread_counts, b.warmup, b.repeats, b.seed,
+                                             bar.update)))  # fmt: skip
+    rows = [with_limits(r, limits) for _, shape_rows in timed for r in shape_rows]
+    summary = {
+        "machine": {**machine_info(), "best_isa": isas[0]},
+        "popcount_limit_gops_per_core": {isa: round(v / 1e9, 1) for isa, v in limits.items()},
+        "shapes": {},
+    }
+    for shape in shapes:
+        mine = [r for r in rows if r["shape"] == shape.name]
+        headline = next(r for r in mine if r["isa"] == isas[0] and r["threads"] == thread_counts[0])
+        summary["shapes"][shape.name] = {
+            **{k: v for k, v in headline.items() if k != "shape"},
+            "by_path": {f"{r['isa']}_t{r['threads']}": {
+                k: r[k] for k in ("binary_layer_ms", "torch_conv_ms", "speedup_vs_conv",
+                                  "pct_of_limit", "thread_speedup")
+            } for r in mine},
+        }  # fmt: skip
+    return rows, summary
+
+
+def print_table(rows: list[dict], limits: dict) -> None:
+    print(f"per-core popcount limit (Gop/s): {limits}")
+    head = f"{'shape':<20}{'isa':<18}{'thr':>4}{'torch ms':>10}{'binary ms':>11}{'speedup':>9}"
+    print(head + f"{'bgemm Gop/s':>13}{'% limit':>9}{'thr ×':>7}")
+    for r in rows:
+        print(f"{r['shape']:<20}{r['isa']:<18}{r['threads']:>4}{r['torch_conv_ms']:>10.3f}"
+              f"{r['binary_layer_ms']:>11.3f}{r['speedup_vs_conv']:>8.1f}×{r['bgemm_gops']:>13.0f}"
+              f"{r['pct_of_limit']:>8.1f}%{r['thread_speedup']:>7.2f}")  # fmt: skip
+
+
+def mlflow_metrics(rows: list[dict], summary: dict) -> dict[str, float]:
+    """Every row's headline numbers as flat MLflow metric names: shape/isa/threads/key."""
+    keys = ("speedup_vs_conv", "binary_layer_ms", "torch_conv_ms", "gops", "pct_of_limit")
+    flat = {f"{r['shape']}/{r['isa']}/t{r['threads']}/{k}": r[k] for r in rows for k in keys}
+    flat.update({f"limit_gops/{k}": v for k, v in summary["popcount_limit_gops_per_core"].items()})
+    return flat

@@ -1,0 +1,84 @@
+"""Objects built from the composed config with ``hydra.utils.instantiate``: the network, the data,
+the LightningModule, the trainer and its logger, and a trained network back from its checkpoint.
+
+Every ``_target_`` lives in conf/; a config mistake becomes one XnornetError naming the group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import MLFlowLogger
+
+from xnornet.data.datamodule import NpzDataModule
+from xnornet.errors import XnornetError
+from xnornet.nn.classifier import ClassifierModule
+from xnornet.tracking import run_tags, tracking_uri
+
+INPUT_SIZES = {"mnist": 28, "cifar10": 32}
+
+
+def _build(node: DictConfig, group: str, **kwargs) -> object:
+    """instantiate(node), called with ``kwargs`` (objects the config cannot hold, passed as is)."""
+    try:
+        return instantiate(node, _partial_=True)(**kwargs) if kwargs else instantiate(node)
+    except XnornetError:
+        raise
+    except Exception as e:  # Hydra wraps config errors in several exception types
+        raise XnornetError(f"{group} config invalid: {e}") from e
+
+
+def build_net(cfg: DictConfig) -> torch.nn.Module:
+    """The architecture of conf/net with the binarization of conf/model."""
+    binarization = _build(cfg.model.binarization, "model")
+    return _build(cfg.net, "model/net", binarization=binarization)
+
+
+def build_datamodule(cfg: DictConfig) -> NpzDataModule:
+    return _build(cfg.datamodule, "datamodule/data")
+
+
+def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassifierModule:
+    if cfg.train.max_epochs < 1:  # checked before any logger or file exists
+        raise XnornetError(f"train.max_epochs must be >= 1, got {cfg.train.max_epochs}")
+    optimizer, scheduler = _build(cfg.train.optimizer, "train"), _build(cfg.train.scheduler, "train")
+    return ClassifierModule(net, optimizer, scheduler, cfg.train.clip_latent_weights)
+
+
+def build_logger(cfg: DictConfig, run_name: str, stage: str, **tags: str) -> MLFlowLogger:
+    return _build(cfg.logger.lightning, "logger", run_name=run_name, tracking_uri=tracking_uri(cfg),
+                  tags=run_tags(stage, **tags))  # fmt: skip
+
+
+def build_trainer(cfg: DictConfig, **kwargs) -> pl.Trainer:
+    """conf/train's trainer node; the stage adds the logger and callbacks."""
+    return _build(cfg.train.trainer, "train", **kwargs)
+
+
+def load_trained_net(cfg: DictConfig, ckpt: Path) -> torch.nn.Module:
+    """The network of ``cfg`` with the weights of a Lightning checkpoint, in eval mode."""
+    if not ckpt.is_file():
+        raise XnornetError(f"{ckpt}: checkpoint not found (run `dvc repro train@{cfg.model.name}`)")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as e:  # torch raises many types for a bad file
+        raise XnornetError(f"{ckpt}: not a readable checkpoint ({e})") from e
+    net = build_net(cfg)
+    weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as e:
+        raise XnornetError(f"{ckpt}: does not match the {cfg.net._target_} of this config ({e})") from e
+    return net.eval()
+
+
+def input_shape(cfg: DictConfig) -> tuple[int, int, int]:
+    """(C, H, W) of one input image of ``data.name``."""
+    size = INPUT_SIZES.get(cfg.data.name)
+    if size is None:
+        raise XnornetError(f"no input size known for data.name={cfg.data.name!r}")
+    return (cfg.net.in_channels, size, size)

@@ -1,0 +1,1 @@
+"""Datasets: checksummed sources, the npz files the fetch stage writes, the LightningDataModule."""

@@ -1,0 +1,1 @@
+"""The trainable side: quantizers, quantized layers, the networks and the one LightningModule."""

@@ -1,0 +1,73 @@
+"""One LightningModule for every variant: the network (fp, BWN or XNOR) is injected."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xnornet.nn.layers import binary_layers
+
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy classification with an injected optimizer and lr schedule, and latent-weight
+    clipping.
+
+    The optimizer and scheduler arrive as partials (Hydra ``_partial_: true`` in conf/train), so a
+    recipe changes in config, not here. The paper keeps real-valued latent weights for the update
+    and clips them to [-1, 1] afterwards; outside that range the straight-through gradient is zero,
+    so they would freeze.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        clip_latent_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        # only plain values go into the checkpoint, so it loads with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.make_optimizer, self.make_scheduler = optimizer, scheduler
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)  # (B, classes)
+        loss = F.cross_entropy(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=on_step)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        if stage == "test":
+            top5 = (logits.topk(min(5, logits.shape[1]), 1).indices == y[:, None]).any(1)
+            self.log("test_top5", top5.float().mean(), on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.hparams.clip_latent_weights:
+            with torch.no_grad():
+                for layer in binary_layers(self.net):
+                    layer.weight.clamp_(-1.0, 1.0)
+
+    def configure_optimizers(self):
+        opt = self.make_optimizer(self.parameters())
+        if self.make_scheduler is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": self.make_scheduler(opt)}

@@ -1,0 +1,257 @@
+"""Run a packed model with numpy and the XNOR-popcount kernel, no torch.
+
+The architecture is compiled once into a list of steps on channels-last (NHWC) arrays:
+- BatchNorm → sign → binary conv/linear (XNOR): one fused pass packs the BN output's signs
+  (and, with K/β scaling, its per-pixel mean |·|), then the kernel's GEMM applies α, K and bias;
+  the activations between BN and the binary layer are never a float tensor.
+- binary weights with float inputs (BWN): α·sign(W) is unpacked to float32 once, at load.
+- full-precision conv/linear: torch's float32 conv2d/linear, the ops the baseline runs too
+  (one thread pool: numpy's BLAS, whose idle threads spin, is not used).
+  BatchNorm arrives folded or as thresholds (see inference_form).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.lib.stride_tricks import sliding_window_view
+
+from xnornet.errors import XnornetError
+from xnornet.kernels import (
+    BinaryConvWeights,
+    PackedActivations,
+    PackedColumns,
+    binary_conv2d,
+    binary_linear,
+    pack_bits,
+)
+from xnornet.kernels.ops import affine_sign_pack, bn_sign_pack, pool2d_nhwc
+from xnornet.packed.file_format import PackedModel, load_packed, unpack_weight_signs
+
+Step = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class NamedStep:
+    name: str
+    run: Step
+
+
+def weight_signs(model: PackedModel, i: int) -> np.ndarray:
+    return unpack_weight_signs(model.tensors[f"{i}.weight_bits"], model.architecture[i], f"layer {i}")
+
+
+def float_weight(model: PackedModel, i: int) -> np.ndarray:
+    """Float weights of layer i: stored float32, or α·sign(W) unpacked from the bits (BWN)."""
+    spec, t = model.architecture[i], model.tensors
+    if not spec["binary"]:
+        return t[f"{i}.weight"]
+    signs = weight_signs(model, i).astype(np.float32)
+    return signs * t[f"{i}.alpha"].reshape(-1, *[1] * (signs.ndim - 1))
+
+
+def float_conv(w: np.ndarray, b: np.ndarray | None, stride: int, pad: int, relu: bool = False) -> Step:
+    """A full-precision conv (the first layer, or BWN's α·sign(W)) as torch's float32 conv2d on
+    channels-last memory: the same plain float op the baseline runs, shared zero-copy."""
+    weight = torch.from_numpy(np.ascontiguousarray(w)).contiguous(memory_format=torch.channels_last)
+    bias = torch.from_numpy(b) if b is not None else None
+
+    def run(x: np.ndarray) -> np.ndarray:
+        b, h, w, c = x.shape  # NHWC memory seen as channels-last NCHW (explicit strides, even for C=1)
+        xt = torch.from_numpy(x).as_strided((b, c, h, w), (h * w * c, 1, w * c, c))
+        with torch.no_grad():
+            y = F.conv2d(xt, weight, bias, stride, pad)
+            if relu:
+                y.relu_()
+        return np.ascontiguousarray(y.permute(0, 2, 3, 1).numpy())
+
+    return run
+
+
+def float_linear(w: np.ndarray, b: np.ndarray | None, relu: bool = False) -> Step:
+    """A full-precision linear layer on torch's float32 GEMM (its thread pool, like float_conv)."""
+    weight = torch.from_numpy(np.ascontiguousarray(w))
+    bias = torch.from_numpy(b) if b is not None else None
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            y = F.linear(torch.from_numpy(np.ascontiguousarray(x)), weight, bias)
+            return (y.relu_() if relu else y).numpy()
+
+    return run
+
+
+def box_filter(a: np.ndarray, k: tuple[int, int], stride: int, pad: int) -> np.ndarray:
+    """K = A ⊛ box(kh×kw) with zero padding: the mean of A over each receptive field."""
+    ap = np.pad(a, ((0, 0), (pad, pad), (pad, pad)))
+    win = sliding_window_view(ap, k, axis=(1, 2))[:, ::stride, ::stride]
+    return win.mean(axis=(-2, -1), dtype=np.float32)
+
+
+def xnor_conv(
+    model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], threads: int | None, relu: bool = False
+) -> Step:
+    spec, t = model.architecture[i], model.tensors
+    kh, kw = spec["kernel"]
+    stride, pad = spec["stride"], spec["padding"]
+    weights = BinaryConvWeights.from_float(weight_signs(model, i).astype(np.float32), stride, pad)
+    alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
+    scale, shift = bn
+
+    def run(x: np.ndarray) -> np.ndarray:
+        bsz, h, w, c = x.shape
+        rows = x.reshape(bsz * h, w, c)  # one bit stream per image row
+        k = None
+        if spec["scale_activations"]:
+            bits, absmean = bn_sign_pack(rows, scale, shift, True, threads)
+            k = np.ascontiguousarray(box_filter(absmean.reshape(bsz, h, w), (kh, kw), stride, pad))
+        else:
+            bits = affine_sign_pack(rows, scale, shift, threads)
+        return binary_conv2d(PackedActivations(bits, bsz, h, w, c), weights, alpha, bias, k, threads, relu)
+
+    return run
+
+
+def xnor_linear(
+    model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], threads: int | None, relu: bool = False
+) -> Step:
+    spec, t = model.architecture[i], model.tensors
+    columns = PackedColumns.from_bits(pack_bits(weight_signs(model, i).astype(np.float32)), spec["in"])
+    alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
+    scale, shift = bn
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+        if spec["scale_activations"]:
+            bits, beta = bn_sign_pack(x, scale, shift, True, threads)
+            return binary_linear(bits, columns, alpha, bias, beta, threads, relu)
+        bits = affine_sign_pack(x, scale, shift, threads)
+        return binary_linear(bits, columns, alpha, bias, None, threads, relu)
+
+    return run
+
+
+def pool(kind: str, k: int, stride: int, pad: int, threads: int | None) -> Step:
+    """Max/avg pooling on the kernel's channels-last loop."""
+    return lambda x: pool2d_nhwc(x, kind[:3], k, stride, pad, threads)
+
+
+def flatten(x: np.ndarray) -> np.ndarray:
+    """torch flattens NCHW (C, H, W order); the engine is NHWC, so transpose first."""
+    if x.ndim == 4:
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x.reshape(x.shape[0], -1))
+
+
+def sign_input(model: PackedModel, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) whose sign feeds binary-input layer i+1: from a threshold (x < thr ⇔
+    x − thr < 0, exactly, in floating point) or an affine BatchNorm."""
+    spec, t = model.architecture[i], model.tensors
+    if spec["op"] == "threshold":
+        thr = t[f"{i}.threshold"]
+        return np.ones_like(thr), (-thr).astype(np.float32)
+    return t[f"{i}.scale"], t[f"{i}.shift"]
+
+
+def weight_step(model: PackedModel, i: int, sign, threads: int | None, relu: bool) -> NamedStep:
+    """Layer i (conv/linear): XNOR on the kernel when its input is binarized (``sign`` gives the
+    per-channel scale/shift whose sign is packed), else a float op; a following ReLU fused in."""
+    spec, op = model.architecture[i], model.architecture[i]["op"]
+    suffix = "+relu" if relu else ""
+    if spec["binary_input"]:
+        if sign is None:
+            c = spec["in"]
+            sign = (np.ones(c, np.float32), np.zeros(c, np.float32))
+        build = xnor_conv if op == "conv" else xnor_linear
+        return NamedStep(f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu))
+    w, b = float_weight(model, i), model.tensors.get(f"{i}.bias")
+    run = (
+        float_conv(w, b, spec["stride"], spec["padding"], relu) if op == "conv" else float_linear(w, b, relu)
+    )
+    return NamedStep(f"{i}:{'bwn' if spec['binary'] else 'float'}_{op}{suffix}", run)
+
+
+def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
+    arch, t = model.architecture, model.tensors
+    steps: list[NamedStep] = []
+    i = 0
+    while i < len(arch):
+        spec, op = arch[i], arch[i]["op"]
+        nxt = arch[i + 1] if i + 1 < len(arch) else {}
+        if op in ("conv", "linear") or (op in ("threshold", "affine") and nxt.get("binary_input")):
+            sign = None
+            if op in ("threshold", "affine"):
+                sign = sign_input(model, i)  # fused into the next layer's sign-packing
+                i += 1
+            relu = i + 1 < len(arch) and arch[i + 1]["op"] == "relu"
+            steps.append(weight_step(model, i, sign, threads, relu))
+            i += relu
+        elif op == "threshold":
+            raise XnornetError(f"layer {i}: a threshold must feed a binary-input layer")
+        elif op == "scale":
+            steps.append(NamedStep(f"{i}:scale", lambda x, s=t[f"{i}.scale"]: x * s))
+        elif op == "affine":
+            scale, shift = t[f"{i}.scale"], t[f"{i}.shift"]
+            steps.append(NamedStep(f"{i}:affine", lambda x, s=scale, b=shift: x * s + b))
+        elif op == "relu":
+            steps.append(NamedStep(f"{i}:relu", lambda x: np.maximum(x, 0, out=x)))
+        elif op in ("maxpool", "avgpool"):
+            run = pool(op, spec["kernel"], spec["stride"], spec["padding"], threads)
+            steps.append(NamedStep(f"{i}:{op}", run))
+        elif op == "global_avgpool":
+            steps.append(NamedStep(f"{i}:{op}", lambda x: x.mean(axis=(1, 2), keepdims=True)))
+        elif op == "flatten":
+            steps.append(NamedStep(f"{i}:flatten", flatten))
+        i += 1
+    return steps
+
+
+class PackedEngine:
+    """Inference on float32 NCHW batches (normalized like the training data) → float32 logits."""
+
+    def __init__(self, model: PackedModel, threads: int | None = None) -> None:
+        self.model = model
+        self.input_shape = tuple(model.info.get("input_shape", ()))
+        self.steps = compile_steps(model, threads)
+
+    @classmethod
+    def from_file(cls, path: Path | str, threads: int | None = None) -> PackedEngine:
+        return cls(load_packed(path), threads)
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            raise TypeError(f"input must be a float32 numpy array, got {getattr(x, 'dtype', type(x))}")
+        if x.ndim != 4 or (self.input_shape and tuple(x.shape[1:]) != self.input_shape):
+            raise ValueError(
+                f"input must have shape (B, {', '.join(map(str, self.input_shape))}), got {x.shape}"
+            )
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # NCHW → NHWC
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = self._check_input(x)
+        for step in self.steps:
+            x = step.run(x)
+        return x.reshape(x.shape[0], -1)
+
+    def profile(self, x: np.ndarray) -> dict[str, float]:
+        """Seconds spent in each step for one batch (to report, e.g., the first layer's share)."""
+        x = self._check_input(x)
+        seconds = {}
+        for step in self.steps:
+            start = time.perf_counter()
+            x = step.run(x)
+            seconds[step.name] = time.perf_counter() - start
+        return seconds
+
+
+def load_engine(path: Path | str, threads: int | None = None) -> PackedEngine:
+    try:
+        return PackedEngine.from_file(path, threads)
+    except (ValueError, KeyError) as e:
+        raise XnornetError(f"{path}: cannot build the engine ({e})") from e

@@ -1,0 +1,158 @@
+"""A trained nn.Sequential → the list of inference layers the packed file stores and the engine runs.
+
+Eval-mode BatchNorm is an affine map y = s·x + t, so it is rewritten into its inference form:
+- after a full-precision conv/linear: folded into that layer's weights and bias;
+- before a binary-input layer without K/β scaling: sign(s·x + t) is the test x < −t/s, one float
+  per channel; channels with s < 0 flip the next layer's weight signs for that input instead;
+- before a binary-input layer with K/β scaling: kept as scale and shift (K needs |BN(x)|);
+- before a float-input layer (BWN) without zero padding: the scale kept, the shift folded into
+  that layer's bias (with zero padding a padded 0 would not be shifted, so it stays an affine).
+Binary weights become one dense bit stream of sign(W), exactly 1/32 of float32, plus α per filter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from xnornet.errors import XnornetError
+from xnornet.kernels import pack_bits
+from xnornet.nn.layers import QuantConv2d, QuantLinear
+from xnornet.packed.file_format import PackedModel
+
+Layer = tuple[dict, dict[str, np.ndarray]]  # (spec, tensors by field name)
+BatchNorm = nn.BatchNorm1d | nn.BatchNorm2d
+Quant = QuantConv2d | QuantLinear
+
+
+def _single(value, what: str) -> int:
+    values = set(value) if isinstance(value, tuple) else {value}
+    if len(values) != 1:
+        raise XnornetError(f"cannot pack {what}={value}: only square values are supported")
+    return int(values.pop())
+
+
+def bn_scale_shift(bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode BatchNorm as y = x·s + t (float64, cast when stored)."""
+    var = bn.running_var.detach().double().numpy()
+    mean = bn.running_mean.detach().double().numpy()
+    c = bn.num_features
+    gamma = bn.weight.detach().double().numpy() if bn.affine else np.ones(c)
+    beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros(c)
+    s = gamma / np.sqrt(var + bn.eps)
+    return s, beta - mean * s
+
+
+def _padding(layer: nn.Module) -> int:
+    return _single(layer.padding, "padding") if isinstance(layer, QuantConv2d) else 0
+
+
+def _weight_layer(layer: Quant, flip, shift, fold: BatchNorm | None) -> Layer:
+    w = layer.weight.detach().float().numpy()  # (out, in[, kh, kw]) float32
+    binary = layer.weight_quantizer is not None
+    bias = layer.bias.detach().double().numpy() if layer.bias is not None else None
+    spec: dict = {"op": "linear", "in": layer.in_features, "out": layer.out_features} if isinstance(
+        layer, QuantLinear
+    ) else {
+        "op": "conv", "in": layer.in_channels, "out": layer.out_channels, "kernel": list(layer.kernel_size),
+        "stride": _single(layer.stride, "stride"), "padding": _single(layer.padding, "padding"),
+    }  # fmt: skip
+    if isinstance(layer, QuantConv2d) and (layer.groups != 1 or _single(layer.dilation, "dilation") != 1):
+        raise XnornetError("cannot pack a grouped or dilated conv")
+    spec.update(binary=binary, binary_input=layer.input_quantizer is not None,
+                scale_activations=bool(layer.scale_activations))  # fmt: skip
+    tensors: dict[str, np.ndarray] = {}
+    if binary:
+        alpha = np.abs(w).reshape(w.shape[0], -1).mean(axis=1, dtype=np.float32)
+        signs = np.where(w < 0, -1.0, 1.0)
+        if flip is not None:
+            signs[:, flip] *= -1.0
+        effective = signs * alpha.reshape(-1, *[1] * (w.ndim - 1))
+        tensors["alpha"] = alpha.astype(np.float32)
+        tensors["weight_bits"] = pack_bits(signs.astype(np.float32).reshape(-1))
+    else:
+        effective = w.astype(np.float64)
+    if shift is not None:  # the previous BatchNorm's shift, pushed through this layer
+        added = effective.reshape(effective.shape[0], effective.shape[1], -1).sum(axis=2) @ shift
+        bias = added if bias is None else bias + added
+    if fold is not None:  # the next BatchNorm, folded into this full-precision layer
+        s, t = bn_scale_shift(fold)
+        effective = effective * s.reshape(-1, *[1] * (w.ndim - 1))
+        bias = t if bias is None else bias * s + t
+    if not binary:
+        tensors["weight"] = effective.astype(np.float32)
+    spec["bias"] = bias is not None
+    if bias is not None:
+        tensors["bias"] = bias.astype(np.float32)
+    return spec, tensors
+
+
+def _bn_layer(bn: BatchNorm, nxt: nn.Module | None) -> tuple[Layer, dict]:
+    """The inference form of a BatchNorm, and what it hands on to the next layer."""
+    s, t = bn_scale_shift(bn)
+    c = bn.num_features
+    feeds_sign = isinstance(nxt, Quant) and nxt.input_quantizer is not None
+    if feeds_sign and not nxt.scale_activations:
+        safe = np.where(s != 0, s, 1.0)
+        threshold = np.where(s != 0, -t / safe, np.where(t < 0, np.inf, -np.inf))
+        return ({"op": "threshold", "channels": c}, {"threshold": threshold.astype(np.float32)}), {
+            "flip": s < 0
+        }
+    if isinstance(nxt, Quant) and not feeds_sign and _padding(nxt) == 0:
+        return ({"op": "scale", "channels": c}, {"scale": s.astype(np.float32)}), {"shift": t}
+    return ({"op": "affine", "channels": c},
+            {"scale": s.astype(np.float32), "shift": t.astype(np.float32)}), {}  # fmt: skip
+
+
+def _plain_layer(layer: nn.Module) -> dict:
+    if isinstance(layer, nn.ReLU):
+        return {"op": "relu"}
+    if isinstance(layer, nn.MaxPool2d | nn.AvgPool2d):
+        if isinstance(layer, nn.AvgPool2d) and not layer.count_include_pad:
+            raise XnornetError("cannot pack AvgPool2d(count_include_pad=False)")
+        return {
+            "op": "maxpool" if isinstance(layer, nn.MaxPool2d) else "avgpool",
+            "kernel": _single(layer.kernel_size, "kernel_size"),
+            "stride": _single(layer.stride, "stride"),
+            "padding": _single(layer.padding, "padding"),
+        }
+    if isinstance(layer, nn.AdaptiveAvgPool2d) and _single(layer.output_size, "output_size") == 1:
+        return {"op": "global_avgpool"}
+    if isinstance(layer, nn.Flatten):
+        return {"op": "flatten"}
+    raise XnornetError(f"cannot pack a {type(layer).__name__} layer")
+
+
+def inference_layers(net: nn.Sequential) -> list[Layer]:
+    """The inference form of an eval-mode nn.Sequential of Quant layers, BN, ReLU, pools."""
+    if not isinstance(net, nn.Sequential):
+        raise XnornetError(f"cannot pack {type(net).__name__}: an nn.Sequential is expected")
+    mods, out, handoff, i = list(net), [], {}, 0
+    while i < len(mods):
+        layer, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+        if isinstance(layer, BatchNorm):
+            entry, handoff = _bn_layer(layer, nxt)
+            out.append(entry)
+        elif isinstance(layer, Quant):
+            fold = nxt if isinstance(nxt, BatchNorm) and layer.weight_quantizer is None else None
+            out.append(_weight_layer(layer, handoff.pop("flip", None), handoff.pop("shift", None), fold))
+            i += fold is not None
+        else:
+            out.append((_plain_layer(layer), {}))
+        i += 1
+    return out
+
+
+def pack_network(net: nn.Sequential, input_shape: tuple[int, ...], **info) -> PackedModel:
+    """Pack an eval-mode nn.Sequential (LeNet5, NIN) in its inference form: bits + float32."""
+    arch, tensors = [], {}
+    for i, (spec, fields) in enumerate(inference_layers(net)):
+        arch.append(spec)
+        tensors.update({f"{i}.{name}": value for name, value in fields.items()})
+    return PackedModel(arch, tensors, {**info, "input_shape": list(input_shape)})
+
+
+def check_architecture(net: nn.Sequential, architecture: list[dict], input_shape, path, variant: str) -> None:
+    """The packed file must be the inference form of the model this config trains."""
+    if pack_network(net, input_shape).architecture != architecture:
+        raise XnornetError(f"{path}: its architecture is not the {variant} model of this config")

@@ -1,0 +1,1 @@
+"""What people read: the results tables and the PNG charts."""

@@ -1,0 +1,56 @@
+"""PNG charts for the results people would rather look at than read."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from xnornet.files import atomic_path
+
+
+def speedup_chart(rows: list[dict], path: Path, title: str) -> None:
+    """Grouped bars: speedup of the binary layer over torch float32, per shape and ISA/threads."""
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    series = list(dict.fromkeys((r["isa"], r["threads"]) for r in rows))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(shapes)), 4.5))
+    for i, (isa, threads) in enumerate(series):
+        values = {
+            r["shape"]: r["speedup_vs_conv"] for r in rows if (r["isa"], r["threads"]) == (isa, threads)
+        }
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(shapes))]
+        ax.bar(xs, [values.get(s, 0) for s in shapes], width, label=f"{isa}, {threads} thr")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(shapes)), shapes, rotation=25, ha="right")
+    ax.set_ylabel("speedup vs torch float32 (×)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def curves_png(plots: Path, out: Path, variants: tuple[str, ...]) -> None:
+    """Validation accuracy per epoch, one line per variant, from plots/train_<variant>.csv."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for v in variants:
+        with open(plots / f"train_{v}.csv") as f:
+            rows = list(csv.DictReader(f))
+        ax.plot(
+            [int(r["epoch"]) for r in rows], [100 * float(r["val_acc"]) for r in rows], marker="o", label=v
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title("LeNet-5 on MNIST")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,64 @@
+"""DVC stage `evaluate@<variant>`: run the packed model on the kernel; compare with PyTorch.
+
+xnornet evaluate model=xnor [packed=any/file.packed]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from xnornet.benchmark.network import nin_speed, time_engine_vs_torch
+from xnornet.builders import build_datamodule, input_shape, load_trained_net
+from xnornet.machine import resolve_thread_counts
+from xnornet.packed.agreement import agreement, batched, torch_logits
+from xnornet.packed.engine import load_engine
+from xnornet.packed.inference_form import check_architecture
+from xnornet.packed.memory import markdown_table, memory_metrics, memory_table, write_memory_reports
+from xnornet.stages import stage_main
+from xnornet.tracking import stage_run
+
+
+@stage_main(
+    "model",
+    "net",
+    "data.name",
+    "datamodule",
+    "paths.models_dir",
+    "paths.metrics_dir",
+    "logger",
+    "evaluate",
+    "packed",
+)
+def main(cfg: DictConfig) -> None:
+    variant, e = cfg.model.name, cfg.evaluate
+    (threads,) = resolve_thread_counts([e.threads])
+    packed_path = Path(cfg.packed)
+    engine = load_engine(packed_path, threads)
+    net = load_trained_net(cfg, Path(cfg.paths.models_dir) / f"{variant}.ckpt")
+    check_architecture(net, engine.model.architecture, input_shape(cfg), packed_path, variant)
+
+    dm = build_datamodule(cfg)
+    dm.setup()
+    x = np.ascontiguousarray(dm.test_set.x.numpy())  # (N, C, H, W) normalized float32
+    ours = batched(engine, x, e.batch_size)
+    theirs = batched(lambda b: torch_logits(net, b), x, e.batch_size)
+    metrics = {"variant": variant, **agreement(ours, theirs, dm.test_set.y.numpy(), e.tie_tolerance)}
+    rows = memory_table(engine.model)
+    metrics.update(memory_metrics(rows, engine.model, net, packed_path))
+    metrics.update({"batch_size": e.batch_size, "threads": threads})
+    metrics.update(time_engine_vs_torch(engine, net, x[: e.batch_size], threads, e.warmup, e.repeats))
+    if e.nin.enabled:
+        metrics.update(nin_speed(threads, e.nin.batch_size, e.warmup, e.nin.repeats))
+
+    reports = write_memory_reports(rows, Path("reports") / f"memory_{variant}")
+    with stage_run(cfg, f"evaluate-{variant}", f"evaluate@{variant}", variant=variant) as run:
+        run.record(metrics, Path(cfg.paths.metrics_dir) / f"packed_{variant}.json", reports)
+    print(markdown_table(rows))
+    print(", ".join(f"{k}={v}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""DVC stage `pack@<variant>`: trained checkpoint → models/<variant>.packed (bits + float32)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from xnornet.builders import input_shape, load_trained_net
+from xnornet.errors import XnornetError
+from xnornet.packed.file_format import load_packed, save_packed
+from xnornet.packed.inference_form import pack_network
+from xnornet.packed.memory import float_state_bytes
+from xnornet.stages import stage_main
+from xnornet.tracking import stage_run
+
+
+@stage_main("model", "net", "data.name", "paths.models_dir", "logger", "packed")
+def main(cfg: DictConfig) -> None:
+    variant = cfg.model.name
+    if not cfg.model.binarization.weights:
+        raise XnornetError(f"model={variant} has no binary weights to pack (use bwn or xnor)")
+    net = load_trained_net(cfg, Path(cfg.paths.models_dir) / f"{variant}.ckpt")
+    packed = pack_network(net, input_shape(cfg), variant=variant, network=cfg.net._target_)
+    out = Path(cfg.packed)
+    save_packed(packed, out)
+    load_packed(out)  # verify what was written
+    float_bytes = float_state_bytes(net)
+    metrics = {"packed_bytes": out.stat().st_size, "float_bytes": float_bytes,
+               "compression": round(float_bytes / out.stat().st_size, 2)}  # fmt: skip
+    with stage_run(cfg, f"pack-{variant}", f"pack@{variant}", variant=variant) as run:
+        run.record(metrics, None, [out])
+    print(f"{out}: {metrics['packed_bytes']} bytes ({metrics['compression']}× smaller than float32)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""DVC stage `report`: reports/results.md and reports/train_curves.png from the metrics files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from xnornet.files import atomic_path
+from xnornet.reporting.charts import curves_png
+from xnornet.reporting.tables import VARIANTS, accuracy_table, bench_table, packed_table
+from xnornet.stages import stage_main
+from xnornet.tracking import stage_run
+
+
+@stage_main("paths.metrics_dir", "paths.plots_dir", "logger")
+def main(cfg: DictConfig) -> None:
+    metrics, plots = Path(cfg.paths.metrics_dir), Path(cfg.paths.plots_dir)
+    text = ["# xnornet results", "", "Measured by `dvc repro` on this repository's machine; the anchors are the",
+            "published numbers (README.md, reference results).", "", "## Accuracy: LeNet-5 on MNIST", "",
+            *accuracy_table(metrics), "", "![validation curves](train_curves.png)", "",
+            "## Packed models run by the XNOR-popcount engine (batch 256)", "", *packed_table(metrics), "",
+            "## Binary layer vs torch float32 conv", "", *bench_table(metrics), "",
+            "![bench](../plots/bench.png)", ""]  # fmt: skip
+    out = Path("reports") / "results.md"
+    curves = out.with_name("train_curves.png")
+    curves_png(plots, curves, VARIANTS)
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(text))
+    with stage_run(cfg, "report", "report") as run:
+        run.record({}, None, [out, curves])
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()

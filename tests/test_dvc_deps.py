@@ -1,0 +1,226 @@
+"""dvc.yaml must name every input of every stage, or DVC skips a stage whose result changed.
+
+Each stage's real inputs are computed here, independently of dvc.yaml:
+- the import closure of ``xnornet <stage>`` inside src/xnornet (every module it can execute);
+- the kernel's C and Cython sources, when that closure reaches the compiled kernel;
+- the conf files behind every config key the stage reads (``stage_main(...)`` enforces the list),
+  following interpolations, with the files of the chosen defaults and global-package overrides;
+- metrics/machine.json, when the stage times anything (it imports benchmark.timing).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import CONF, REPO
+
+SRC = REPO / "src"
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+
+
+def module_file(name: str) -> Path | None:
+    base = SRC.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def import_closure(roots: list[str]) -> set[str]:
+    """Every xnornet module that importing ``roots`` can run, packages' __init__ included."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or module_file(name) is None:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
+        for node in ast.walk(ast.parse(module_file(name).read_text())):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("xnornet")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xnornet"):
+                todo.append(node.module)
+                todo += [f"{node.module}.{a.name}" for a in node.names]  # submodules imported by name
+    return seen
+
+
+def stage_module(cmd: str) -> str:
+    words = cmd.split()
+    assert words[0] == "xnornet", f"stage command {cmd!r} should be `xnornet <stage> ...`"
+    return words[1]
+
+
+def dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stages with foreach expanded: name → {cmd, deps, params}."""
+    stages = {}
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        for item in stage["foreach"]:
+            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+            stages[f"{name}@{item}"] = yaml.safe_load(text)
+    return stages
+
+
+def declared_params(stage: dict) -> dict[str, set[str] | None]:
+    """conf file → the keys it declares, or None for the whole file."""
+    params: dict[str, set[str] | None] = {}
+    for entry in stage.get("params", []):
+        for path, keys in entry.items() if isinstance(entry, dict) else [("params.yaml", [entry])]:
+            params[path] = None if not keys else set(keys)
+    return params
+
+
+def composed(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def contributions(choices: dict[str, str]) -> dict[str, list[tuple[str, str | None]]]:
+    """Top-level key → [(conf file, key inside it or None for the whole file)] that set it."""
+    out: dict[str, list[tuple[str, str | None]]] = {}
+    top = yaml.safe_load((CONF / "config.yaml").read_text())
+    for key in top:
+        if key not in ("defaults", "hydra"):
+            out.setdefault(key, []).append(("conf/config.yaml", key))
+    for group, choice in choices.items():
+        if group.startswith("hydra") or choice is None:
+            continue
+        path = CONF / group / f"{choice}.yaml"
+        rel = str(path.relative_to(REPO))
+        text = path.read_text()
+        if "# @package _global_" in text:
+            for key in yaml.safe_load(text) or {}:
+                if key != "defaults":
+                    out.setdefault(key, []).append((rel, key))
+        else:
+            out.setdefault(group, []).append((rel, None))
+    return out
+
+
+def required_params(reads: tuple[str, ...], overrides: list[str]) -> dict[str, set[str | None]]:
+    """conf file → keys (None: the whole file) behind what the stage reads, interpolations followed."""
+    cfg = composed(overrides)
+    choices = dict(cfg.hydra.runtime.choices)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    sources = contributions(choices)
+    need: dict[str, set[str | None]] = {}
+
+    def add(dotted: str) -> None:
+        top, _, rest = dotted.partition(".")
+        for path, key in sources.get(top, []):
+            if key is None:  # a group file: the key inside it, or the whole file
+                need.setdefault(path, set()).add(rest or None)
+            else:
+                need.setdefault(path, set()).add(dotted if rest else key)
+        node = raw
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        for text in strings(node):
+            todo.extend(INTERPOLATION.findall(text))
+
+    done: set[str] = set()
+    todo = list(reads)
+    while todo:
+        dotted = todo.pop()
+        if dotted in done:
+            continue
+        done.add(dotted)
+        add(dotted)
+    return need
+
+
+def strings(node) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in strings(v)]
+    return []
+
+
+def targets(reads: tuple[str, ...], overrides: list[str]) -> list[str]:
+    """Modules that Hydra imports for the ``_target_`` of anything the stage reads."""
+    cfg = composed(overrides)
+    found = []
+    for key in reads:
+        node = OmegaConf.to_container(OmegaConf.create({"n": OmegaConf.select(cfg, key)}), resolve=False)
+        found += [t.rsplit(".", 1)[0] for t in target_strings(node) if t.startswith("xnornet.")]
+    return found
+
+
+def target_strings(node) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["_target_"]] if isinstance(node.get("_target_"), str) else []
+        return own + [t for v in node.values() for t in target_strings(v)]
+    if isinstance(node, list):
+        return [t for v in node for t in target_strings(v)]
+    return []
+
+
+def covered(declared: dict[str, set[str] | None], path: str, key: str | None) -> bool:
+    if path not in declared:
+        return False
+    keys = declared[path]
+    if keys is None:
+        return True
+    return key is not None and any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def missing_inputs(name: str, stage: dict) -> list[str]:
+    from importlib import import_module
+
+    stage_name = stage_module(stage["cmd"])
+    overrides = stage["cmd"].split()[2:]
+    reads = import_module(f"xnornet.stages.{stage_name}").main.reads
+    closure = import_closure(["xnornet.cli", f"xnornet.stages.{stage_name}", *targets(reads, overrides)])
+    want = {str(module_file(m).relative_to(REPO)) for m in closure}
+    if any(m.startswith("xnornet.kernels") for m in closure):
+        want |= {str(p.relative_to(REPO)) for p in (REPO / "kernels").glob("*.h")}
+        want |= {str(p.relative_to(REPO)) for p in (REPO / "kernels").glob("*.pyx")}
+    if "xnornet.benchmark.timing" in closure:
+        want.add("metrics/machine.json")
+    deps = set(stage.get("deps", []))
+    missing = sorted(path for path in want if not any(path == d or path.startswith(d + "/") for d in deps))
+    declared = declared_params(stage)
+    for path, keys in required_params(reads, overrides).items():
+        for key in keys:
+            if not covered(declared, path, key):
+                missing.append(f"{path}:{key or '(whole file)'}")
+    return missing
+
+
+STAGES = dvc_stages()
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_dvc_yaml_names_every_input_of_the_stage(name):
+    assert missing_inputs(name, STAGES[name]) == []
+
+
+def test_a_removed_dependency_is_caught():
+    stage = yaml.safe_load(yaml.safe_dump(STAGES["evaluate@xnor"]))
+    for dep in ("src/xnornet/benchmark/timing.py", "metrics/machine.json", "kernels"):
+        stage["deps"].remove(dep)
+    stage["params"] = [p for p in stage["params"] if "conf/evaluate/default.yaml" not in p]
+    missing = missing_inputs("evaluate@xnor", stage)
+    assert {"src/xnornet/benchmark/timing.py", "metrics/machine.json", "kernels/_xnor.pyx"} <= set(missing)
+    assert "conf/evaluate/default.yaml:(whole file)" in missing
+
+
+def test_the_machine_stage_always_runs_and_the_speed_stages_follow_it():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages["machine"]["always_changed"] is True
+    assert "metrics/machine.json" in stages["bench"]["deps"]
+    assert "metrics/machine.json" in stages["evaluate"]["do"]["deps"]
