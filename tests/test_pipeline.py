@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -56,9 +57,9 @@ def shrink_config(repo: Path, mirror: dict) -> None:
     edit("conf/evaluate/default.yaml", warmup=1, repeats=2, nin=tiny_nin)
 
 
-def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+def dvc(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Stages run the installed xnornet (its compiled kernel) with the copy's conf/ (cwd)."""
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=1800)  # fmt: skip
@@ -149,7 +150,7 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
     exp = client.get_experiment_by_name("xnornet")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    expected = {"fetch", "bench", *(f"train-{v}" for v in VARIANTS)}
+    expected = {"fetch", "bench", "report", *(f"train-{v}" for v in VARIANTS)}
     expected |= {f"{stage}-{v}" for stage in ("pack", "evaluate") for v in ("bwn", "xnor")}
     assert expected <= set(runs)
     for v in VARIANTS:
@@ -159,6 +160,20 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
 
     assert_mlflow_ui_lists(repo, expected)
 
+    machine = json.loads((repo / "metrics" / "machine.json").read_text())
+    assert machine["kernel_isa"] == bench["machine"]["best_isa"] and machine["cores"] >= 1
+
+    # same machine: only the always-run fingerprint stage runs, and nothing follows it
     second = dvc(repo, "repro")
-    assert second.returncode == 0
-    assert "Data and pipelines are up to date" in second.stdout
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert ran_stages(second.stdout) == ["machine"]
+
+    # another machine (here: the kernel limited to its scalar path): exactly the speed stages rerun
+    third = dvc(repo, "repro", env={"XNORNET_ISA": "scalar"})
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert set(ran_stages(third.stdout)) == {"machine", "evaluate@bwn", "evaluate@xnor", "bench", "report"}
+    assert json.loads((repo / "metrics" / "machine.json").read_text())["kernel_isa"] == "scalar"
+
+
+def ran_stages(dvc_stdout: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", dvc_stdout)
