@@ -57,6 +57,17 @@ def tiny_overrides(tmp_path: Path, variant: str) -> list[str]:
     ]
 
 
+@pytest.fixture
+def cfg_train(tmp_path: Path):
+    """The real composed config shrunk to a one-epoch run on tiny data under ``tmp_path``:
+    ``cfg_train("xnor", "train.lr=1.0")``."""
+
+    def make(variant: str, *overrides: str) -> DictConfig:
+        return compose_config([*tiny_overrides(tmp_path, variant), *overrides])
+
+    return make
+
+
 def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
     """A gzipped big-endian IDX file, as the classic MNIST distribution ships them."""
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)

@@ -9,23 +9,23 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config, quiet_trainer, tiny_overrides
+from conftest import quiet_trainer
 from xnornet.builders import build_datamodule, build_module, build_net
 from xnornet.nn.layers import binary_layers
 from xnornet.stages.train import main as train_stage
 
 
 @pytest.mark.parametrize("variant", ["fp", "bwn", "xnor"])
-def test_fast_dev_run_every_variant(variant, tmp_path, tiny_data_dir):
-    cfg = compose_config(tiny_overrides(tmp_path, variant))
+def test_fast_dev_run_every_variant(variant, tmp_path, tiny_data_dir, cfg_train):
+    cfg = cfg_train(variant)
     module = build_module(cfg, build_net(cfg))
     trainer = quiet_trainer(fast_dev_run=True)
     trainer.fit(module, datamodule=build_datamodule(cfg))
     assert trainer.state.finished
 
 
-def test_latent_weights_are_clipped_after_each_step(tmp_path, tiny_data_dir):
-    cfg = compose_config([*tiny_overrides(tmp_path, "xnor"), "train.lr=1.0"])
+def test_latent_weights_are_clipped_after_each_step(tmp_path, tiny_data_dir, cfg_train):
+    cfg = cfg_train("xnor", "train.lr=1.0")
     net = build_net(cfg)
     module = build_module(cfg, net)
     trainer = quiet_trainer(max_steps=3, limit_val_batches=0)
@@ -36,8 +36,8 @@ def test_latent_weights_are_clipped_after_each_step(tmp_path, tiny_data_dir):
     assert max(p.abs().max() for n, p in net.named_parameters() if n.startswith("0.")) > 1.0
 
 
-def test_train_variant_writes_outputs_and_mlflow_run(tmp_path, tiny_data_dir):
-    cfg = compose_config(tiny_overrides(tmp_path, "xnor"))
+def test_train_stage_writes_outputs_and_mlflow_run(tmp_path, tiny_data_dir, cfg_train):
+    cfg = cfg_train("xnor")
     train_stage(cfg)
     saved = json.loads((tmp_path / "metrics" / "train_xnor.json").read_text())
     for key in ("test_acc", "val_acc", "epochs", "train_seconds", "params_total", "params_binary"):
@@ -61,10 +61,10 @@ def test_train_variant_writes_outputs_and_mlflow_run(tmp_path, tiny_data_dir):
     assert {"xnor.ckpt", "train_xnor.json", "train_xnor.csv"} <= artifacts
 
 
-def test_training_is_deterministic_for_a_fixed_seed(tmp_path, tiny_data_dir):
+def test_training_is_deterministic_for_a_fixed_seed(tmp_path, tiny_data_dir, cfg_train):
     results = []
     for _ in range(2):
-        cfg = compose_config(tiny_overrides(tmp_path, "bwn"))
+        cfg = cfg_train("bwn")
         train_stage(cfg)
         state = torch.load(tmp_path / "models" / "bwn.ckpt", weights_only=False)["state_dict"]
         results.append(state)
@@ -82,16 +82,16 @@ def one_line_error(stage, cfg, capsys) -> str:
     return lines[0]
 
 
-def test_missing_dataset_is_one_clear_error(tmp_path, capsys):
-    cfg = compose_config(tiny_overrides(tmp_path, "fp"))
+def test_missing_dataset_is_one_clear_error(tmp_path, capsys, cfg_train):
+    cfg = cfg_train("fp")
     assert "train.npz: not found; run `dvc repro fetch`" in one_line_error(train_stage, cfg, capsys)
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "models").exists()
 
 
 @pytest.mark.parametrize("override,match", [("train.max_epochs=0", "train.max_epochs"),
                                             ("data.val_size=100000", "data.val_size")])  # fmt: skip
-def test_bad_train_config_is_rejected(override, match, tmp_path, tiny_data_dir, capsys):
-    cfg = compose_config([*tiny_overrides(tmp_path, "fp"), override])
+def test_bad_train_config_is_rejected(override, match, tmp_path, tiny_data_dir, capsys, cfg_train):
+    cfg = cfg_train("fp", override)
     assert match in one_line_error(train_stage, cfg, capsys)
 
 
