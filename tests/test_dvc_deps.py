@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from conftest import CONF, REPO
 
 SRC = REPO / "src"
+WHOLE = "(whole file)"
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
 
 
@@ -87,19 +88,26 @@ def composed(overrides: list[str]):
 
 
 def contributions(choices: dict[str, str]) -> dict[str, list[tuple[str, str | None]]]:
-    """Top-level key → [(conf file, key inside it or None for the whole file)] that set it."""
+    """Top-level key → [(conf file, key inside it, or None for the whole file)] that set it.
+
+    A group file lands under its group's key, a ``# @package _global_`` file at the top level,
+    and a file chosen as ``group@package`` (a config's own defaults) under that package.
+    """
     out: dict[str, list[tuple[str, str | None]]] = {}
     top = yaml.safe_load((CONF / "config.yaml").read_text())
     for key in top:
         if key not in ("defaults", "hydra"):
             out.setdefault(key, []).append(("conf/config.yaml", key))
-    for group, choice in choices.items():
-        if group.startswith("hydra") or choice is None:
+    for choice_key, choice in choices.items():
+        if choice_key.startswith("hydra") or choice is None:
             continue
+        group, _, package = choice_key.partition("@")
         path = CONF / group / f"{choice}.yaml"
         rel = str(path.relative_to(REPO))
         text = path.read_text()
-        if "# @package _global_" in text:
+        if package:
+            out.setdefault(package.split(".")[0], []).append((rel, WHOLE))
+        elif "# @package _global_" in text:
             for key in yaml.safe_load(text) or {}:
                 if key != "defaults":
                     out.setdefault(key, []).append((rel, key))
@@ -119,7 +127,9 @@ def required_params(reads: tuple[str, ...], overrides: list[str]) -> dict[str, s
     def add(dotted: str) -> None:
         top, _, rest = dotted.partition(".")
         for path, key in sources.get(top, []):
-            if key is None:  # a group file: the key inside it, or the whole file
+            if key is WHOLE:  # a file placed somewhere inside the key: needed whole
+                need.setdefault(path, set()).add(None)
+            elif key is None:  # a group file: the key inside it, or the whole file
                 need.setdefault(path, set()).add(rest or None)
             else:
                 need.setdefault(path, set()).add(dotted if rest else key)

@@ -11,17 +11,27 @@ from xnornet.errors import XnornetError
 from xnornet.nn.binarization import Binarization
 from xnornet.nn.layers import binary_layers, count_params
 
-NET_INPUTS = {"lenet5": (4, 1, 28, 28), "nin": (2, 3, 32, 32)}
+NET_INPUTS = {"lenet5": (4, 1, 28, 28), "nin": (2, 3, 32, 32), "alexnet": (2, 3, 224, 224),
+              "resnet18": (2, 3, 224, 224)}  # fmt: skip
+NET_CLASSES = {"lenet5": 10, "nin": 10, "alexnet": 1000, "resnet18": 1000}
 
 
-@pytest.mark.parametrize("net", ["lenet5", "nin"])
+@pytest.mark.parametrize(
+    "net",
+    [
+        "lenet5",
+        "nin",
+        pytest.param("alexnet", marks=pytest.mark.slow),
+        pytest.param("resnet18", marks=pytest.mark.slow),
+    ],
+)
 @pytest.mark.parametrize("variant", ["fp", "bwn", "xnor"])
 def test_every_parameter_gets_a_gradient(net, variant):
     torch.manual_seed(0)
     model = build_net(compose_config([f"model={variant}", f"net={net}"]))
     x = torch.randn(*NET_INPUTS[net])
     logits = model(x)
-    assert logits.shape == (x.shape[0], 10)
+    assert logits.shape == (x.shape[0], NET_CLASSES[net])
     logits.logsumexp(1).sum().backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert dead == []
@@ -68,3 +78,17 @@ def test_bad_binarization_is_rejected(kwargs, match):
 def test_bad_model_config_names_the_problem():
     with pytest.raises(XnornetError, match="weight_grad"):
         build_net(compose_config(["model=xnor", "model.binarization.weight_grad=bogus"]))
+
+
+@pytest.mark.parametrize("net,convs,linears", [("alexnet", 4, 2), ("resnet18", 16, 0)])
+def test_the_papers_networks_binarize_hidden_layers_only(net, convs, linears):
+    """AlexNet: 4 binary convs and 2 binary fc; ResNet-18: the 16 3×3 convs of its 8 blocks. The
+    first conv, the classifier and ResNet's 1×1 downsampling shortcuts stay full precision."""
+    model = build_net(compose_config(["model=xnor", f"net={net}"]))
+    layers = binary_layers(model)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in layers) == convs
+    assert sum(isinstance(m, torch.nn.Linear) for m in layers) == linears
+    assert all(m.input_quantizer is not None for m in layers)
+    if net == "resnet18":
+        shortcuts = [m for name, m in model.named_modules() if name.endswith("shortcut.0")]
+        assert len(shortcuts) == 3 and all(not m.is_binary and m.kernel_size == (1, 1) for m in shortcuts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,8 @@ Step = Callable[[np.ndarray], np.ndarray]
 class NamedStep:
     name: str
     run: Step
+    inputs: list[int] = field(default_factory=lambda: [-1])  # the spec indices it reads (-1: input)
+    output: int = 0  # the spec index whose value it produces
 
 
 def weight_signs(model: PackedModel, i: int) -> np.ndarray:
@@ -159,7 +161,7 @@ def sign_input(model: PackedModel, i: int) -> tuple[np.ndarray, np.ndarray]:
     return t[f"{i}.scale"], t[f"{i}.shift"]
 
 
-def weight_step(model: PackedModel, i: int, sign, threads: int | None, relu: bool) -> NamedStep:
+def weight_step(model: PackedModel, i: int, sign, threads: int | None, relu: bool) -> tuple[str, Step]:
     """Layer i (conv/linear): XNOR on the kernel when its input is binarized (``sign`` gives the
     per-channel scale/shift whose sign is packed), else a float op; a following ReLU fused in."""
     spec, op = model.architecture[i], model.architecture[i]["op"]
@@ -169,46 +171,71 @@ def weight_step(model: PackedModel, i: int, sign, threads: int | None, relu: boo
             c = spec["in"]
             sign = (np.ones(c, np.float32), np.zeros(c, np.float32))
         build = xnor_conv if op == "conv" else xnor_linear
-        return NamedStep(f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu))
+        return f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu)
     w, b = float_weight(model, i), model.tensors.get(f"{i}.bias")
     run = (
         float_conv(w, b, spec["stride"], spec["padding"], relu) if op == "conv" else float_linear(w, b, relu)
     )
-    return NamedStep(f"{i}:{'bwn' if spec['binary'] else 'float'}_{op}{suffix}", run)
+    return f"{i}:{'bwn' if spec['binary'] else 'float'}_{op}{suffix}", run
+
+
+def plain_step(model: PackedModel, i: int, threads: int | None) -> Step:
+    """A layer without weights (BatchNorm forms, activations, pools, flatten, add)."""
+    spec, t = model.architecture[i], model.tensors
+    op = spec["op"]
+    if op == "scale":
+        return lambda x, s=t[f"{i}.scale"]: x * s
+    if op == "affine":
+        return lambda x, s=t[f"{i}.scale"], b=t[f"{i}.shift"]: x * s + b
+    if op == "relu":
+        return lambda x: np.maximum(x, 0)  # not in place: a graph may read x again
+    if op in ("maxpool", "avgpool"):
+        return pool(op, spec["kernel"], spec["stride"], spec["padding"], threads)
+    if op == "global_avgpool":
+        return lambda x: x.mean(axis=(1, 2), keepdims=True)
+    if op == "flatten":
+        return flatten
+    if op == "add":
+        return np.add
+    raise XnornetError(f"layer {i}: a {op} must feed a binary-input layer")
+
+
+def consumers(arch: list[dict]) -> dict[int, list[int]]:
+    """Spec index (-1: the input) → the specs that read it."""
+    users: dict[int, list[int]] = {i: [] for i in range(-1, len(arch))}
+    for j, spec in enumerate(arch):
+        for i in spec["inputs"]:
+            users[i].append(j)
+    return users
 
 
 def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
-    arch, t = model.architecture, model.tensors
+    """The graph as steps in execution order, with BatchNorm → sign fused into the binary layer it
+    feeds and a ReLU fused into the layer before it, wherever that layer is its only reader."""
+    arch = model.architecture
+    users = consumers(arch)
+
+    def only_user(i: int) -> int | None:
+        return users[i][0] if len(users[i]) == 1 else None
+
     steps: list[NamedStep] = []
-    i = 0
-    while i < len(arch):
-        spec, op = arch[i], arch[i]["op"]
-        nxt = arch[i + 1] if i + 1 < len(arch) else {}
-        if op in ("conv", "linear") or (op in ("threshold", "affine") and nxt.get("binary_input")):
-            sign = None
-            if op in ("threshold", "affine"):
-                sign = sign_input(model, i)  # fused into the next layer's sign-packing
-                i += 1
-            relu = i + 1 < len(arch) and arch[i + 1]["op"] == "relu"
-            steps.append(weight_step(model, i, sign, threads, relu))
-            i += relu
-        elif op == "threshold":
-            raise XnornetError(f"layer {i}: a threshold must feed a binary-input layer")
-        elif op == "scale":
-            steps.append(NamedStep(f"{i}:scale", lambda x, s=t[f"{i}.scale"]: x * s))
-        elif op == "affine":
-            scale, shift = t[f"{i}.scale"], t[f"{i}.shift"]
-            steps.append(NamedStep(f"{i}:affine", lambda x, s=scale, b=shift: x * s + b))
-        elif op == "relu":
-            steps.append(NamedStep(f"{i}:relu", lambda x: np.maximum(x, 0, out=x)))
-        elif op in ("maxpool", "avgpool"):
-            run = pool(op, spec["kernel"], spec["stride"], spec["padding"], threads)
-            steps.append(NamedStep(f"{i}:{op}", run))
-        elif op == "global_avgpool":
-            steps.append(NamedStep(f"{i}:{op}", lambda x: x.mean(axis=(1, 2), keepdims=True)))
-        elif op == "flatten":
-            steps.append(NamedStep(f"{i}:flatten", flatten))
-        i += 1
+    fused: set[int] = set()
+    for i, spec in enumerate(arch):
+        if i in fused:
+            continue
+        op, inputs, j = spec["op"], spec["inputs"], only_user(i)
+        sign, layer = None, i
+        if op in ("threshold", "affine") and j is not None and arch[j].get("binary_input"):
+            sign, layer = sign_input(model, i), j  # the consumer packs the sign of BN(x) itself
+            fused.add(j)
+        if arch[layer]["op"] in ("conv", "linear"):
+            k = only_user(layer)
+            relu = k is not None and arch[k]["op"] == "relu"
+            fused |= {k} if relu else set()
+            name, run = weight_step(model, layer, sign, threads, relu)
+            steps.append(NamedStep(name, run, inputs, k if relu else layer))
+        else:
+            steps.append(NamedStep(f"{i}:{op}", plain_step(model, i, threads), inputs, i))
     return steps
 
 
@@ -219,6 +246,9 @@ class PackedEngine:
         self.model = model
         self.input_shape = tuple(model.info.get("input_shape", ()))
         self.steps = compile_steps(model, threads)
+        self.reads = {
+            i: sum(s.inputs.count(i) for s in self.steps) for i in range(-1, len(model.architecture))
+        }
 
     @classmethod
     def from_file(cls, path: Path | str, threads: int | None = None) -> PackedEngine:
@@ -233,20 +263,29 @@ class PackedEngine:
             )
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # NCHW → NHWC
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = self._check_input(x)
+    def _run(self, x: np.ndarray, seconds: dict[str, float] | None = None) -> np.ndarray:
+        """Every step in order; a value is dropped as soon as its last reader has run."""
+        values = {-1: self._check_input(x)}
+        left = dict(self.reads)
         for step in self.steps:
-            x = step.run(x)
-        return x.reshape(x.shape[0], -1)
+            start = time.perf_counter()
+            values[step.output] = step.run(*(values[i] for i in step.inputs))
+            if seconds is not None:
+                seconds[step.name] = time.perf_counter() - start
+            for i in step.inputs:
+                left[i] -= 1
+                if not left[i]:
+                    del values[i]
+        out = values[len(self.model.architecture) - 1]
+        return out.reshape(out.shape[0], -1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x)
 
     def profile(self, x: np.ndarray) -> dict[str, float]:
         """Seconds spent in each step for one batch (to report, e.g., the first layer's share)."""
-        x = self._check_input(x)
-        seconds = {}
-        for step in self.steps:
-            start = time.perf_counter()
-            x = step.run(x)
-            seconds[step.name] = time.perf_counter() - start
+        seconds: dict[str, float] = {}
+        self._run(x, seconds)
         return seconds
 
 

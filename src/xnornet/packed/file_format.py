@@ -27,7 +27,7 @@ from xnornet.kernels import unpack_signs
 from xnornet.kernels.ops import n_words
 
 FORMAT = "xnornet-packed"
-VERSION = 2  # 2: the digest covers the info metadata too
+VERSION = 2  # 2: a graph (each layer names its inputs); the digest covers the info metadata too
 
 
 def weight_shape(spec: dict) -> tuple[int, ...]:
@@ -91,8 +91,13 @@ def expected_tensors(arch: list[dict]) -> dict[str, tuple[tuple[int, ...], np.dt
             fields = {"threshold": ["threshold"], "scale": ["scale"], "affine": ["scale", "shift"]}[op]
             for field in fields:
                 want[f"{i}.{field}"] = ((int(spec["channels"]),), f32)
-        elif op not in ("relu", "maxpool", "avgpool", "global_avgpool", "flatten"):
+        elif op not in ("relu", "maxpool", "avgpool", "global_avgpool", "flatten", "add"):
             raise ValueError(f"unknown layer op {op!r} at layer {i}")
+        inputs = spec["inputs"]
+        arity = 2 if op == "add" else 1
+        if (not isinstance(inputs, list) or len(inputs) != arity
+                or not all(type(j) is int and -1 <= j < i for j in inputs)):  # fmt: skip
+            raise ValueError(f"layer {i} ({op}) must read {arity} earlier layer(s), not {inputs!r}")
     return want
 
 

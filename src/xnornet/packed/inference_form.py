@@ -1,9 +1,12 @@
-"""A trained nn.Sequential → the list of inference layers the packed file stores and the engine runs.
+"""A trained network → the inference layers the packed file stores and the engine runs.
+
+The network is captured as a graph (graph_capture), so chains and residual graphs take one path;
+"the consumer" below is a layer's only consumer in that graph.
 
 Eval-mode BatchNorm is an affine map y = s·x + t, so it is rewritten into its inference form:
 - after a full-precision conv/linear: folded into that layer's weights and bias;
 - before a binary-input layer without K/β scaling: sign(s·x + t) is the test x < −t/s, one float
-  per channel; channels with s < 0 flip the next layer's weight signs for that input instead;
+  per channel; channels with s < 0 flip the consumer's weight signs for that input instead;
 - before a binary-input layer with K/β scaling: kept as scale and shift (K needs |BN(x)|);
 - before a float-input layer (BWN) without zero padding: the scale kept, the shift folded into
   that layer's bias (with zero padding a padded 0 would not be shifted, so it stays an affine).
@@ -19,6 +22,7 @@ from xnornet.errors import XnornetError
 from xnornet.kernels import pack_bits
 from xnornet.nn.layers import QuantConv2d, QuantLinear
 from xnornet.packed.file_format import PackedModel
+from xnornet.packed.graph_capture import capture
 
 Layer = tuple[dict, dict[str, np.ndarray]]  # (spec, tensors by field name)
 BatchNorm = nn.BatchNorm1d | nn.BatchNorm2d
@@ -118,33 +122,56 @@ def _plain_layer(layer: nn.Module) -> dict:
         }
     if isinstance(layer, nn.AdaptiveAvgPool2d) and _single(layer.output_size, "output_size") == 1:
         return {"op": "global_avgpool"}
-    if isinstance(layer, nn.Flatten):
+    if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) == (1, -1):
         return {"op": "flatten"}
     raise XnornetError(f"cannot pack a {type(layer).__name__} layer")
 
 
-def inference_layers(net: nn.Sequential) -> list[Layer]:
-    """The inference form of an eval-mode nn.Sequential of Quant layers, BN, ReLU, pools."""
-    if not isinstance(net, nn.Sequential):
-        raise XnornetError(f"cannot pack {type(net).__name__}: an nn.Sequential is expected")
-    mods, out, handoff, i = list(net), [], {}, 0
-    while i < len(mods):
-        layer, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+def inference_layers(net: nn.Module) -> list[Layer]:
+    """The inference form of an eval-mode network, in execution order; each spec names the
+    layers it reads (``inputs``, -1 for the network input), so residual graphs pack like chains."""
+    nodes, output = capture(net)
+    out: list[Layer] = []
+    value_of: dict[int, int] = {}  # graph node → the spec index that holds its value
+    handoff: dict[int, dict] = {}  # graph node → flip/shift that its BatchNorm hands it
+    for node in nodes:
+        if node.index in value_of:  # a BatchNorm already folded into its producer
+            continue
+        if node.kind == "input":
+            value_of[node.index] = -1
+            continue
+        inputs = [value_of[i] for i in node.inputs]
+        if node.kind == "identity":
+            value_of[node.index] = inputs[0]
+            continue
+        only_user = nodes[node.users[0]] if len(node.users) == 1 else None
+        layer = node.module
         if isinstance(layer, BatchNorm):
-            entry, handoff = _bn_layer(layer, nxt)
-            out.append(entry)
+            entry, give = _bn_layer(layer, only_user.module if only_user else None)
+            if give:
+                handoff[only_user.index] = give
         elif isinstance(layer, Quant):
-            fold = nxt if isinstance(nxt, BatchNorm) and layer.weight_quantizer is None else None
-            out.append(_weight_layer(layer, handoff.pop("flip", None), handoff.pop("shift", None), fold))
-            i += fold is not None
+            fold = only_user if only_user and isinstance(only_user.module, BatchNorm) else None
+            fold = fold if layer.weight_quantizer is None else None
+            given = handoff.pop(node.index, {})
+            entry = _weight_layer(layer, given.get("flip"), given.get("shift"), fold and fold.module)
+            if fold:
+                value_of[fold.index] = len(out)
+        elif node.kind in ("add", "flatten"):
+            entry = ({"op": node.kind}, {})
         else:
-            out.append((_plain_layer(layer), {}))
-        i += 1
+            entry = (_plain_layer(layer), {})
+        entry[0]["inputs"] = inputs
+        value_of[node.index] = len(out)
+        out.append(entry)
+    if value_of[output] != len(out) - 1:
+        raise XnornetError(f"cannot pack {type(net).__name__}: its output is not its last layer")
     return out
 
 
-def pack_network(net: nn.Sequential, input_shape: tuple[int, ...], **info) -> PackedModel:
-    """Pack an eval-mode nn.Sequential (LeNet5, NIN) in its inference form: bits + float32."""
+def pack_network(net: nn.Module, input_shape: tuple[int, ...], **info) -> PackedModel:
+    """Pack an eval-mode network (any graph of the layers inference_layers knows) in its
+    inference form: bits + float32."""
     arch, tensors = [], {}
     for i, (spec, fields) in enumerate(inference_layers(net)):
         arch.append(spec)
@@ -152,7 +179,7 @@ def pack_network(net: nn.Sequential, input_shape: tuple[int, ...], **info) -> Pa
     return PackedModel(arch, tensors, {**info, "input_shape": list(input_shape)})
 
 
-def check_architecture(net: nn.Sequential, architecture: list[dict], input_shape, path, variant: str) -> None:
+def check_architecture(net: nn.Module, architecture: list[dict], input_shape, path, variant: str) -> None:
     """The packed file must be the inference form of the model this config trains."""
     if pack_network(net, input_shape).architecture != architecture:
         raise XnornetError(f"{path}: its architecture is not the {variant} model of this config")

@@ -54,3 +54,26 @@ def curves_png(plots: Path, out: Path, variants: tuple[str, ...]) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def network_speedup_chart(rows: list[dict], path: Path, title: str) -> None:
+    """Grouped bars: whole-network speedup over torch float32 per network and batch, one bar per
+    ISA path and thread count."""
+    labels = list(dict.fromkeys(f"{r['network']} b{r['batch']}" for r in rows))
+    series = list(dict.fromkeys((r["isa"], r["threads"]) for r in rows))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(labels)), 4.5))
+    for i, (isa, threads) in enumerate(series):
+        values = {f"{r['network']} b{r['batch']}": r["speedup"] for r in rows
+                  if (r["isa"], r["threads"]) == (isa, threads)}  # fmt: skip
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
+        ax.bar(xs, [values.get(label, 0) for label in labels], width, label=f"{isa}, {threads} thr")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("speedup vs torch float32 (×)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -66,3 +66,37 @@ def bench_table(metrics: Path) -> list[str]:
         f"\n(best ISA `{b['machine']['best_isa']}`, 1 thread; all paths and thread counts: plots/bench.csv)"
     )
     return lines
+
+
+# ImageNet top-1 (%) of the paper (Rastegari et al., 2016), for the networks bench_network runs.
+ANCHOR_IMAGENET = {"alexnet": "FP 56.6, BWN 56.8, XNOR 44.2", "resnet18": "FP 69.3, BWN 60.8, XNOR 51.2"}
+
+
+def machine_line(metrics: Path) -> str:
+    m = load(metrics / "machine.json")
+    return (f"Machine: {m['cpu']} (family {m.get('cpu_family', '?')}, model {m.get('cpu_model', '?')}), "
+            f"{m['cores']} cores, kernel path `{m['kernel_isa']}`, torch {m['torch']}, numpy {m['numpy']}.")  # fmt: skip
+
+
+def network_table(metrics: Path) -> list[str]:
+    """Size and agreement per network, then the speed of every measured batch and thread count on
+    the best ISA path (all paths: plots/bench_network.csv)."""
+    b = load(metrics / "bench_network.json")
+    isa = b["machine"]["best_isa"]
+    lines = ["| network | packed bytes | float32 bytes | smaller | agreement (inputs) | max logit diff | counted speedup | paper's ImageNet top-1 |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, n in b["networks"].items():
+        lines.append(f"| {name} | {n['packed_bytes']:,} | {n['float_bytes']:,} | {n['compression']}× "
+                     f"| {n['agreement']} ({n['agreement_inputs']}) | {n['max_abs_logit_diff']:.3g} "
+                     f"| {n['counted_speedup']}× | {ANCHOR_IMAGENET.get(name, '–')} |")  # fmt: skip
+    lines += ["", "| network | batch | threads | engine ms/image | torch float32 ms/image | speedup | first-layer share |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, n in b["networks"].items():
+        for r in n["by_path"].values():
+            if r["isa"] == isa:
+                lines.append(f"| {name} | {r['batch']} | {r['threads']} | {r['engine_ms_per_image']} "
+                             f"| {r['torch_ms_per_image']} | {r['speedup']}× | {r.get('first_layer_share', '–')} |")  # fmt: skip
+    lines.append(f"\n(ISA `{isa}`; random weights with calibrated BatchNorm. Published for comparison: Larq Compute "
+                 "Engine QuickNet 25.5 ms on a Pixel 1 and 5.8 ms on an Apple M1, daBNN Bi-Real-18 61.8 ms on a Pixel 1, "
+                 "one thread, per image.)")  # fmt: skip
+    return lines

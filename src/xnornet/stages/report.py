@@ -8,7 +8,14 @@ from omegaconf import DictConfig
 
 from xnornet.files import atomic_path
 from xnornet.reporting.charts import curves_png
-from xnornet.reporting.tables import VARIANTS, accuracy_table, bench_table, packed_table
+from xnornet.reporting.tables import (
+    VARIANTS,
+    accuracy_table,
+    bench_table,
+    machine_line,
+    network_table,
+    packed_table,
+)
 from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
@@ -17,11 +24,14 @@ from xnornet.tracking import stage_run
 def main(cfg: DictConfig) -> None:
     metrics, plots = Path(cfg.paths.metrics_dir), Path(cfg.paths.plots_dir)
     text = ["# xnornet results", "", "Measured by `dvc repro` on this repository's machine; the anchors are the",
-            "published numbers (README.md, reference results).", "", "## Accuracy: LeNet-5 on MNIST", "",
+            "published numbers (README.md, reference results).", "", machine_line(metrics), "",
+            "## Accuracy: LeNet-5 on MNIST", "",
             *accuracy_table(metrics), "", "![validation curves](train_curves.png)", "",
             "## Packed models run by the XNOR-popcount engine (batch 256)", "", *packed_table(metrics), "",
             "## Binary layer vs torch float32 conv", "", *bench_table(metrics), "",
-            "![bench](../plots/bench.png)", ""]  # fmt: skip
+            "![bench](../plots/bench.png)", "",
+            "## The paper's networks, whole: XNOR on the engine vs torch float32", "", *network_table(metrics), "",
+            "![bench_network](../plots/bench_network.png)", ""]  # fmt: skip
     out = Path("reports") / "results.md"
     curves = out.with_name("train_curves.png")
     curves_png(plots, curves, VARIANTS)

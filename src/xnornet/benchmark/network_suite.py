@@ -1,0 +1,144 @@
+"""The bench_network stage's run: the paper's networks with random weights and calibrated
+BatchNorm, packed and run on the engine, against torch float32 running the same topology in full
+precision, per batch size, thread count and ISA path; with their size and their agreement with the
+XNOR model in torch."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from xnornet.benchmark.layer import resolve_isas
+from xnornet.benchmark.network import calibrate_batchnorm, counted_speedup, first_layer_share
+from xnornet.benchmark.timing import time_interleaved, with_isa, with_threads
+from xnornet.errors import XnornetError
+from xnornet.kernels import available_isas
+from xnornet.machine import machine_info, resolve_thread_counts
+from xnornet.nn.binarization import Binarization
+from xnornet.packed.agreement import agreement, batched, torch_logits
+from xnornet.packed.engine import PackedEngine
+from xnornet.packed.file_format import save_packed
+from xnornet.packed.inference_form import pack_network
+from xnornet.packed.memory import float_state_bytes, memory_table
+
+XNOR = Binarization(weights=True, inputs=True)
+FLOAT = Binarization()
+
+
+def build(net_cfg: DictConfig, binarization: Binarization) -> torch.nn.Module:
+    try:
+        return instantiate(net_cfg, _partial_=True)(binarization=binarization)
+    except Exception as e:  # Hydra wraps config errors in several exception types
+        raise XnornetError(f"bench_network.networks: cannot build {net_cfg.get('_target_')} ({e})") from e
+
+
+def size_and_agreement(net: torch.nn.Module, model, x: np.ndarray, threads: int) -> dict:
+    """File bytes against the float32 state, 1-bit weights' own ratio, and the engine's predictions
+    against the XNOR network's in torch on ``x``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "net.packed"
+        save_packed(model, path)
+        file_bytes = path.stat().st_size
+    table = memory_table(model)
+    bit_bytes = sum(v.nbytes for k, v in model.tensors.items() if k.endswith("weight_bits"))
+    engine = PackedEngine(model, threads)
+    ours, theirs = batched(engine, x, 16), batched(lambda b: torch_logits(net, b), x, 16)
+    same = agreement(ours, theirs, theirs.argmax(1), tol=1e-5)
+    return {
+        "packed_bytes": file_bytes,
+        "float_bytes": float_state_bytes(net),
+        "compression": round(float_state_bytes(net) / file_bytes, 2),
+        "binary_weight_compression": round(4 * table[-1]["params_1bit"] / bit_bytes, 2),
+        "agreement_inputs": len(x),
+        **{k: v for k, v in same.items() if k not in ("test_acc", "torch_test_acc")},
+    }
+
+
+def time_network(xnor_model, fp_net: torch.nn.Module, x: np.ndarray, isas: list[str], threads: int,
+                 warmup: int, repeats: int) -> list[dict]:  # fmt: skip
+    """One row per ISA: engine and torch float32 ms per image at this batch and thread count."""
+    engine = PackedEngine(xnor_model, threads)
+    xt = torch.from_numpy(x)
+    fns = {"torch": with_threads(lambda: fp_net(xt), threads)}
+    for isa in isas:
+        fns[isa] = with_isa(with_threads(lambda: engine(x), threads), isa)
+    with torch.no_grad():
+        sec = time_interleaved(fns, warmup, repeats, lambda: None)
+        profile = with_isa(with_threads(lambda: engine.profile(x), threads), isas[0])()
+    batch = len(x)
+    return [{
+        "isa": isa, "batch": batch, "threads": threads,
+        "engine_ms_per_image": round(1e3 * sec[isa] / batch, 3),
+        "torch_ms_per_image": round(1e3 * sec["torch"] / batch, 3),
+        "speedup": round(sec["torch"] / sec[isa], 2),
+        "first_layer_share": round(first_layer_share(engine, profile), 3) if isa == isas[0] else None,
+    } for isa in isas]  # fmt: skip
+
+
+def run_bench_network(b: DictConfig) -> tuple[list[dict], dict]:
+    try:
+        isas = resolve_isas(b.isas, available_isas())
+        thread_counts = resolve_thread_counts(b.threads)
+        batches = sorted({int(n) for n in b.batches})
+        if batches[0] < 1 or b.agreement_inputs < 1:
+            raise ValueError("batches and agreement_inputs must be positive")
+    except (TypeError, ValueError) as e:
+        raise XnornetError(f"bench_network config: {e}") from e
+    shape = tuple(b.input_shape)
+    rng = np.random.default_rng(b.seed)
+    x = rng.standard_normal((max(b.agreement_inputs, *batches), *shape), dtype=np.float32)
+    rows, networks = [], {}
+    saved = torch.get_num_threads()
+    steps = len(b.networks) * len(batches) * len(thread_counts)
+    with tqdm(total=steps, desc="bench_network", unit="config") as bar:
+        for name, net_cfg in b.networks.items():
+            torch.manual_seed(b.seed)
+            xnor = calibrate_batchnorm(build(net_cfg, XNOR), shape, b.calibration.batches,
+                                       b.calibration.batch_size, b.seed)  # fmt: skip
+            fp_net = calibrate_batchnorm(build(net_cfg, FLOAT), shape, 1, b.calibration.batch_size, b.seed)
+            model = pack_network(xnor, shape, variant="xnor", network=net_cfg._target_)
+            torch.set_num_threads(thread_counts[-1])
+            summary = {**size_and_agreement(xnor, model, x[: b.agreement_inputs], thread_counts[-1]),
+                       **counted_speedup(xnor, shape), "by_path": {}}  # fmt: skip
+            for batch in batches:
+                for t in thread_counts:
+                    bar.set_postfix_str(f"{name} batch {batch}, {t} thr")
+                    for row in time_network(model, fp_net, x[:batch], isas, t, b.warmup, b.repeats):
+                        rows.append({"network": name, **row})
+                        key = f"{row['isa']}_b{batch}_t{t}"
+                        summary["by_path"][key] = {k: v for k, v in row.items() if v is not None}
+                    bar.update()
+            networks[name] = summary
+            del xnor, fp_net, model
+    torch.set_num_threads(saved)
+    return rows, {"machine": {**machine_info(), "best_isa": isas[0]}, "networks": networks}
+
+
+def mlflow_metrics(summary: dict) -> dict[str, float]:
+    """Every network's numbers as flat MLflow metric names: network/key and network/path/key."""
+    flat = {}
+    for name, s in summary["networks"].items():
+        flat.update({f"{name}/{k}": v for k, v in s.items() if isinstance(v, int | float)})
+        for path, row in s["by_path"].items():
+            flat.update(
+                {f"{name}/{path}/{k}": v for k, v in row.items() if k.endswith(("ms_per_image", "speedup"))}
+            )
+    return flat
+
+
+def print_rows(rows: list[dict], summary: dict) -> None:
+    for name, s in summary["networks"].items():
+        print(f"{name}: {s['packed_bytes']:,} bytes packed vs {s['float_bytes']:,} float32 "
+              f"({s['compression']}× smaller), agreement {s['agreement']} on {s['agreement_inputs']} inputs, "
+              f"counted speedup {s['counted_speedup']}×")  # fmt: skip
+    head = f"{'network':<10}{'isa':<18}{'batch':>6}{'thr':>4}"
+    print(head + f"{'engine ms/img':>15}{'torch ms/img':>14}{'speedup':>9}")
+    for r in rows:
+        print(f"{r['network']:<10}{r['isa']:<18}{r['batch']:>6}{r['threads']:>4}{r['engine_ms_per_image']:>15.2f}"
+              f"{r['torch_ms_per_image']:>14.2f}{r['speedup']:>8.2f}×")  # fmt: skip

@@ -1,0 +1,33 @@
+"""DVC stage `bench_network`: XNOR AlexNet and ResNet-18 on the engine vs torch float32, whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from xnornet.benchmark.network_suite import mlflow_metrics, print_rows, run_bench_network
+from xnornet.files import write_csv, write_metrics
+from xnornet.reporting.charts import network_speedup_chart
+from xnornet.stages import stage_main
+from xnornet.tracking import stage_run
+
+
+@stage_main("bench_network", "paths.metrics_dir", "paths.plots_dir", "logger")
+def main(cfg: DictConfig) -> None:
+    rows, summary = run_bench_network(cfg.bench_network)
+    metrics_path = Path(cfg.paths.metrics_dir) / "bench_network.json"
+    plots = Path(cfg.paths.plots_dir)
+    csv_path, png_path = plots / "bench_network.csv", plots / "bench_network.png"
+    write_csv(rows, csv_path)
+    network_speedup_chart(
+        rows, png_path, f"XNOR networks on the engine vs torch float32 — {summary['machine']['cpu']}"
+    )
+    write_metrics(metrics_path, summary)
+    with stage_run(cfg, "bench_network", "bench_network") as run:
+        run.record(mlflow_metrics(summary), None, [metrics_path, csv_path, png_path])
+    print_rows(rows, summary)
+
+
+if __name__ == "__main__":
+    main()
