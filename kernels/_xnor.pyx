@@ -12,6 +12,7 @@ cdef extern from "xnor_kernels.h" nogil:
         const float *alpha
         const float *bias
         const float *row_scale
+        const float *residual
         const int32_t *corr
         int64_t corr_period
         int64_t n
@@ -77,6 +78,7 @@ def bgemm_i32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panel
     e.alpha = NULL
     e.bias = NULL
     e.row_scale = NULL
+    e.residual = NULL
     e.corr = &corr[0, 0] if corr is not None else NULL
     e.corr_period = corr.shape[0] if corr is not None else 1
     e.n = n
@@ -88,13 +90,14 @@ def bgemm_i32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panel
 def bgemm_f32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
               int64_t k, const float[::1] alpha, const float[::1] bias,
               const float[::1] row_scale, const int32_t[:, ::1] corr, float[:, ::1] out,
-              int threads, bint relu=False):
+              int threads, bint relu=False, const float[:, ::1] residual=None):
     cdef xn_epilogue e
     e.out_i32 = NULL
     e.out_f32 = &out[0, 0] if out.shape[0] and out.shape[1] else NULL
     e.alpha = &alpha[0]
     e.bias = &bias[0] if bias is not None else NULL
     e.row_scale = &row_scale[0] if row_scale is not None else NULL
+    e.residual = &residual[0, 0] if residual is not None and residual.shape[0] else NULL
     e.corr = &corr[0, 0] if corr is not None else NULL
     e.corr_period = corr.shape[0] if corr is not None else 1
     e.n = n

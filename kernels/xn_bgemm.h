@@ -17,7 +17,8 @@
 #include "xn_dispatch.h"
 
 /* Output transform fused into the GEMM, with dot' = dot - corr[m % P, n] (corr may be absent): */
-/* either the int32 dot', or out[m, n] = alpha[n] * dot' * row_scale[m] + bias[n] as float32.   */
+/* either the int32 dot', or out[m, n] = alpha[n] * dot' * row_scale[m] + bias[n] + res[m, n]    */
+/* as float32, where res is a residual branch added in the same pass (a ResNet shortcut).       */
 
 typedef struct {
     int32_t *out_i32;
@@ -25,6 +26,7 @@ typedef struct {
     const float *alpha;
     const float *bias;      /* may be NULL */
     const float *row_scale; /* may be NULL */
+    const float *residual;  /* may be NULL; M x N, added before the ReLU */
     const int32_t *corr;    /* may be NULL; P x N, zero-padding correction of a conv */
     int64_t corr_period;    /* P */
     int64_t n;
@@ -51,6 +53,10 @@ static inline void xn_store_row(const xn_epilogue *e, int64_t m, int64_t n0, int
         for (int64_t j = 0; j < ncols; ++j) out[j] = (float)dot[j] * alpha[j] * rs + bias[j];
     } else {
         for (int64_t j = 0; j < ncols; ++j) out[j] = (float)dot[j] * alpha[j] * rs;
+    }
+    if (e->residual) {
+        const float *res = e->residual + m * e->n + n0;
+        for (int64_t j = 0; j < ncols; ++j) out[j] += res[j];
     }
     if (e->relu)
         for (int64_t j = 0; j < ncols; ++j) out[j] = out[j] > 0.0f ? out[j] : 0.0f;

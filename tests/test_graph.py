@@ -14,8 +14,8 @@ from torch import nn
 from xnornet.benchmark.network import calibrate_batchnorm, counted_speedup
 from xnornet.errors import XnornetError
 from xnornet.nn.binarization import Binarization
+from xnornet.nn.imagenet_models import AlexNet, ResNet18
 from xnornet.nn.layers import QuantConv2d, QuantLinear
-from xnornet.nn.models import AlexNet, ResNet18
 from xnornet.packed.agreement import agreement
 from xnornet.packed.engine import PackedEngine
 from xnornet.packed.file_format import FORMAT, VERSION, digest, load_packed, save_packed

@@ -133,6 +133,24 @@ def test_binary_conv2d_fused_output_transform(isa):
     np.testing.assert_allclose(out, dots * alpha * scale[..., None] + bias, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_binary_conv2d_adds_a_residual_before_the_relu_exactly(isa, threads):
+    """The epilogue's order of float32 operations, ((dot·α)·K + bias) + residual, then the ReLU,
+    is the one numpy computes here, so the fused ResNet shortcut is bit-exact."""
+    rng = np.random.default_rng(5)
+    x, weight = signed_floats(rng, (3, 9, 7, 65)), signed_floats(rng, (17, 65, 3, 3))
+    packed = BinaryConvWeights.from_float(weight, 1, 1)
+    alpha, bias = rng.random(17, dtype=np.float32), rng.standard_normal(17).astype(np.float32)
+    scale = rng.random((3, 9, 7), dtype=np.float32)
+    residual = rng.standard_normal((3, 9, 7, 17)).astype(np.float32)
+    out = binary_conv2d(pack_nhwc(x), packed, alpha, bias, scale, threads, relu=True, residual=residual)
+    dots = binary_conv2d_ref(x, weight, 1, 1).astype(np.float32)
+    expected = np.maximum(dots * alpha * scale[..., None] + bias + residual, np.float32(0))
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="residual must have"):
+        binary_conv2d(pack_nhwc(x), packed, alpha, bias, residual=residual[:2])
+
+
 def test_weights_round_trip_through_their_bits():
     weight = signed_floats(np.random.default_rng(4), (6, 20, 5, 5))
     a = BinaryConvWeights.from_float(weight, 1, 2)

@@ -53,6 +53,16 @@ def shrink_config(repo: Path, mirror: dict) -> None:
         {"name": "tiny_fc", "kind": "linear", "batch": 8, "c_in": 100, "c_out": 9},
     ]  # fmt: skip
     edit("conf/bench/default.yaml", shapes=tiny_shapes, warmup=1, repeats=2, peak_iters=100000)
+    network = repo / "conf" / "bench_network" / "default.yaml"  # text edit: keeps its defaults list
+    network.write_text(
+        network.read_text()
+        .replace("  - /net@networks.alexnet: alexnet\n", "")
+        .replace("batches: [1, 16]", "batches: [2]")
+        .replace("threads: [1, all]", "threads: [1]")
+        .replace("repeats: 5", "repeats: 1")
+        .replace("batch_size: 16", "batch_size: 2")
+        .replace("agreement_inputs: 256", "agreement_inputs: 2")
+    )
     tiny_nin = {"enabled": True, "batch_size": 2, "repeats": 1}
     edit("conf/evaluate/default.yaml", warmup=1, repeats=2, nin=tiny_nin)
 
@@ -150,7 +160,12 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
     exp = client.get_experiment_by_name("xnornet")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    expected = {"fetch", "bench", "report", *(f"train-{v}" for v in VARIANTS)}
+    network = json.loads((repo / "metrics" / "bench_network.json").read_text())["networks"]
+    assert set(network) == {"resnet18"} and network["resnet18"]["agreement"] == 1.0
+    assert network["resnet18"]["compression"] > 10 and network["resnet18"]["binary_weight_compression"] > 31.9
+    assert "resnet18" in results
+
+    expected = {"fetch", "bench", "bench_network", "report", *(f"train-{v}" for v in VARIANTS)}
     expected |= {f"{stage}-{v}" for stage in ("pack", "evaluate") for v in ("bwn", "xnor")}
     assert expected <= set(runs)
     for v in VARIANTS:
@@ -171,7 +186,8 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
     # another machine (here: the kernel limited to its scalar path): exactly the speed stages rerun
     third = dvc(repo, "repro", env={"XNORNET_ISA": "scalar"})
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    assert set(ran_stages(third.stdout)) == {"machine", "evaluate@bwn", "evaluate@xnor", "bench", "report"}
+    speed = {"evaluate@bwn", "evaluate@xnor", "bench", "bench_network"}
+    assert set(ran_stages(third.stdout)) == {"machine", *speed, "report"}
     assert json.loads((repo / "metrics" / "machine.json").read_text())["kernel_isa"] == "scalar"
 
 

@@ -7,10 +7,13 @@ arguments; ``python -m xnornet <stage>`` is the same command without the console
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 
-from xnornet.stages import STAGES
+import xnornet.stages
 
+# every module of xnornet/stages is a stage: adding one needs no registry here
+STAGES = sorted(m.name for m in pkgutil.iter_modules(xnornet.stages.__path__))
 USAGE = f"usage: xnornet {{{','.join(STAGES)}}} [hydra overrides, -m for a sweep, --help]"
 
 

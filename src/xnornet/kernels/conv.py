@@ -156,14 +156,17 @@ def binary_conv2d(
     row_scale: np.ndarray | None = None,
     threads: int | None = None,
     relu: bool = False,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
     """conv2d(sign(x), sign(W)) with exact zero padding, NHWC out.
 
     Without ``alpha``: the int32 ±1 dot products (B, Ho, Wo, Cout). With it, the fused
-    float32 output transform ``alpha[n]·dot·row_scale[b, oh, ow] + bias[n]`` (XNOR-Net's α and K).
+    float32 output transform ``alpha[n]·dot·row_scale[b, oh, ow] + bias[n] + residual[b, oh, ow, n]``
+    (XNOR-Net's α and K, and a residual branch), then a ReLU with ``relu``.
     """
     cols = im2col_bits(x, weights, threads)
     ho, wo = weights.output_hw(x.height, x.width)
     out = gemm_packed(cols, weights.columns, corr=weights.correction(x.height, x.width),
-                      alpha=alpha, bias=bias, row_scale=row_scale, relu=relu, threads=threads)  # fmt: skip
+                      alpha=alpha, bias=bias, row_scale=row_scale, relu=relu, threads=threads,
+                      residual=residual)  # fmt: skip
     return out.reshape(x.batch, ho, wo, weights.out_channels)

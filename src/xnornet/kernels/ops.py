@@ -123,9 +123,11 @@ def gemm_packed(
     row_scale: np.ndarray | None = None,
     relu: bool = False,
     threads: int | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
     """A (M×W words) against prepared columns: int32 dots, or with ``alpha`` the fused float32
-    ``alpha[n]·(dot − corr[m mod P, n])·row_scale[m] + bias[n]`` (then max(·, 0) with ``relu``)."""
+    ``alpha[n]·(dot − corr[m mod P, n])·row_scale[m] + bias[n] + residual[m, n]`` (then max(·, 0)
+    with ``relu``): a following BatchNorm's scale, a ResNet shortcut and its ReLU in the same pass."""
     _check(a_bits, "a_bits", np.uint64, ndim=2)
     if a_bits.shape[1] != columns.words:
         raise ValueError(f"a_bits has {a_bits.shape[1]} words per row, columns have {columns.words}")
@@ -141,9 +143,14 @@ def gemm_packed(
         return out
     alpha = _optional_f32(alpha, "alpha", n)
     bias, row_scale = _optional_f32(bias, "bias", n), _optional_f32(row_scale, "row_scale", m)
+    if residual is not None:
+        _check(residual, "residual", np.float32)
+        if residual.size != m * n:
+            raise ValueError(f"residual must have {m}×{n} values, got shape {residual.shape}")
+        residual = residual.reshape(m, n)
     out = np.empty((m, n), dtype=np.float32)
     _xnor.bgemm_f32(isa_code(), a_bits, columns.panels, n, columns.k, alpha, bias, row_scale,
-                    corr, out, t, relu)  # fmt: skip
+                    corr, out, t, relu, residual)  # fmt: skip
     return out
 
 

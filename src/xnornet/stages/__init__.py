@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from xnornet.errors import XnornetError
 
 _MISSING = object()
-STAGES = ("machine", "fetch", "train", "pack", "evaluate", "bench", "bench_network", "report")
 
 
 def conf_dir() -> str:
