@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import subprocess
+import sys
+
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import REPO, compose_config
 from xnornet.benchmark.layer import bench_shape, resolve_isas, with_limits
 from xnornet.benchmark.shapes import LayerShape
 from xnornet.benchmark.suite import run_bench
@@ -29,10 +35,16 @@ def test_bench_rows_are_consistent_with_the_work_they_time():
         assert r["bgemm_gops"] * r["bgemm_ms"] * 1e6 == pytest.approx(binary_ops, rel=0.1)
         assert (r["speedup_vs_conv"] > 1) == (r["torch_conv_ms"] > r["binary_layer_ms"])
         if r["threads"] == 1:
-            assert r["thread_speedup"] == 1.0
+            assert r["thread_speedup"] == 1.0 and r["torch_thread_speedup"] == 1.0
+        # both protocols time the same calls: the cold one is a single call after a pause
+        assert r["binary_layer_cold_ms"] > 0 and r["torch_conv_cold_ms"] > 0 and r["speedup_cold"] > 0
         # a GEMM running exactly at the per-core limit times its threads is at 100%
         at_limit = with_limits(r, {r["isa"]: r["bgemm_gops"] * 1e9 / r["threads"]})
         assert at_limit["pct_of_limit"] == pytest.approx(100.0, abs=0.1)
+        # the whole layer does the GEMM's work and more, so it is at most as close to the limit
+        assert at_limit["layer_pct_of_limit"] == pytest.approx(
+            100.0 * r["bgemm_ms"] / r["binary_layer_ms"], rel=0.1
+        )
         assert with_limits(r, {r["isa"]: 2 * r["bgemm_gops"] * 1e9 / r["threads"]})["pct_of_limit"] == (
             pytest.approx(50.0, abs=0.1)
         )
@@ -57,3 +69,35 @@ def test_bad_bench_config_is_one_named_error(override, match):
     cfg = OmegaConf.merge(cfg, override)
     with pytest.raises(XnornetError, match=match):
         run_bench(cfg)
+
+
+BARE_HOST = """
+import importlib.abc, runpy, sys
+
+class NoFramework(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("hydra", "omegaconf", "mlflow", "dvc", "matplotlib"):
+            raise ImportError(f"{name} is not installed on this host")
+
+sys.meta_path.insert(0, NoFramework())
+sys.argv = ["python -m xnornet.benchmark", *sys.argv[1:]]
+runpy.run_module("xnornet.benchmark", run_name="__main__")
+"""
+
+
+def test_the_bench_runs_on_a_bare_host_without_hydra_mlflow_or_dvc(tmp_path):
+    """python -m xnornet.benchmark needs only torch, numpy, PyYAML and the kernel."""
+    config = yaml.safe_load((REPO / "conf" / "bench" / "default.yaml").read_text())
+    config.update(shapes=[{"name": "tiny", "kind": "conv", "batch": 2, "c_in": 20, "c_out": 9, "k": 3,
+                           "h": 6, "w": 6, "stride": 1, "padding": 1}],
+                  warmup=1, repeats=2, peak_iters=100_000, threads=[1, 2, 4, 8, 16, "all"])  # fmt: skip
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    out = subprocess.run([sys.executable, "-c", BARE_HOST, "--config", str(tmp_path / "tiny.yaml"),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "bench.json").read_text())
+    row = summary["shapes"]["tiny"]
+    assert row["threads"] == 1 and row["speedup_cold"] > 0 and row["speedup_vs_conv"] > 0
+    cores = summary["machine"]["cores"]
+    thread_counts = {r["threads"] for r in csv.DictReader(open(tmp_path / "out" / "bench.csv"))}
+    assert thread_counts == {str(t) for t in (1, 2, 4, 8, 16, cores) if t <= cores}

@@ -19,8 +19,6 @@ from xnornet.errors import XnornetError
 from xnornet.nn.classifier import ClassifierModule
 from xnornet.tracking import run_tags, tracking_uri
 
-INPUT_SIZES = {"mnist": 28, "cifar10": 32}
-
 
 def _build(node: DictConfig, group: str, **kwargs) -> object:
     """instantiate(node), called with ``kwargs`` (objects the config cannot hold, passed as is)."""
@@ -77,8 +75,8 @@ def load_trained_net(cfg: DictConfig, ckpt: Path) -> torch.nn.Module:
 
 
 def input_shape(cfg: DictConfig) -> tuple[int, int, int]:
-    """(C, H, W) of one input image of ``data.name``."""
-    size = INPUT_SIZES.get(cfg.data.name)
-    if size is None:
-        raise XnornetError(f"no input size known for data.name={cfg.data.name!r}")
+    """(C, H, W) of one input image: the network's channels, the data's (square) image size."""
+    size = cfg.data.image_size
+    if not isinstance(size, int) or size < 1:
+        raise XnornetError(f"data.image_size must be a positive integer, got {size!r}")
     return (cfg.net.in_channels, size, size)

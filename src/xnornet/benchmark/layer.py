@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from xnornet.benchmark.shapes import LayerShape
-from xnornet.benchmark.timing import time_interleaved, with_isa, with_threads
+from xnornet.benchmark.timing import time_interleaved, time_steady, with_isa, with_threads
 from xnornet.kernels import (
     BinaryConvWeights,
     PackedColumns,
@@ -73,9 +73,11 @@ def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dic
 
 
 def with_limits(row: dict, limits: dict[str, float]) -> dict:
-    """Add pct_of_limit: the bgemm's rate against the per-core limit of its ISA times its threads."""
-    pct = 100 * row["bgemm_gops"] / (limits[row["isa"]] / 1e9 * row["threads"])
-    return {**row, "pct_of_limit": round(pct, 1)}
+    """Add the GEMM's (pct_of_limit) and the whole layer's (layer_pct_of_limit) rate against the
+    per-core limit of its ISA times its threads."""
+    limit = limits[row["isa"]] / 1e9 * row["threads"]
+    return {**row, "pct_of_limit": round(100 * row["bgemm_gops"] / limit, 1),
+            "layer_pct_of_limit": round(100 * row["gops"] / limit, 1)}  # fmt: skip
 
 
 def resolve_isas(wanted, available: list[str]) -> list[str]:
@@ -97,7 +99,8 @@ def bench_shape(
     seed: int,
     tick: Callable[[], None],
 ) -> list[dict]:
-    """One row per (ISA, threads): torch and binary timings of ``shape``, measured together."""
+    """One row per (ISA, threads): torch and binary timings of ``shape``, measured together, both
+    steady (back to back, the headline figures) and cold (one call after a pause, ``*_cold_ms``)."""
     rng = np.random.default_rng(seed)
     fns: dict[str, Callable[[], object]] = {}
     torch_layer = torch_fns(shape, rng)
@@ -107,19 +110,25 @@ def bench_shape(
         for isa in isas:
             for name, fn in binary_fns(shape, rng, t).items():
                 fns[f"{name}@{isa}@{t}"] = with_isa(fn, isa)
+    whole_layers = {k: fn for k, fn in fns.items() if k.startswith(("torch_conv", "binary_layer"))}
     saved = os.environ.get(ENV_VAR), torch.get_num_threads()
     try:
-        ms = {k: 1e3 * v for k, v in time_interleaved(fns, warmup, repeats, tick).items()}
+        ms = {k: 1e3 * v for k, v in time_steady(fns, repeats, tick).items()}
+        cold = {k: 1e3 * v for k, v in time_interleaved(whole_layers, warmup, repeats, tick).items()}
     finally:
         os.environ.pop(ENV_VAR, None) if saved[0] is None else os.environ.update({ENV_VAR: saved[0]})
         torch.set_num_threads(saved[1])
+
+    def torch_conv(times: dict[str, float], t: int) -> float:
+        return min(v for key, v in times.items() if key.startswith("torch_conv") and key.endswith(f"@{t}"))
+
     m, n, k = shape.gemm
     rows = []
     for t in thread_counts:
-        conv_ms = min(v for key, v in ms.items() if key.startswith("torch_conv") and key.endswith(f"@{t}"))
+        conv_ms, conv_cold_ms = torch_conv(ms, t), torch_conv(cold, t)
         for isa in isas:
             layer_ms, bgemm_ms = ms[f"binary_layer@{isa}@{t}"], ms[f"bgemm@{isa}@{t}"]
-            bgemm_gops = shape.ops / bgemm_ms / 1e6
+            layer_cold_ms = cold[f"binary_layer@{isa}@{t}"]
             rows.append({
                 "shape": shape.name, "isa": isa, "threads": t, "M": m, "N": n, "K": k,
                 "torch_conv_ms": round(conv_ms, 4),
@@ -130,7 +139,12 @@ def bench_shape(
                 "speedup_vs_matmul": round(ms[f"torch_matmul@{t}"] / layer_ms, 2),
                 "torch_gops": round(shape.ops / conv_ms / 1e6, 1),
                 "gops": round(shape.ops / layer_ms / 1e6, 1),
-                "bgemm_gops": round(bgemm_gops, 1),
+                "bgemm_gops": round(shape.ops / bgemm_ms / 1e6, 1),
                 "thread_speedup": round(ms[f"binary_layer@{isa}@{thread_counts[0]}"] / layer_ms, 2),
+                "torch_thread_speedup": round(torch_conv(ms, thread_counts[0]) / conv_ms, 2),
+                "torch_conv_cold_ms": round(conv_cold_ms, 4),
+                "binary_layer_cold_ms": round(layer_cold_ms, 4),
+                "speedup_cold": round(conv_cold_ms / layer_cold_ms, 2),
+                "cold_over_steady": round(layer_cold_ms / layer_ms, 2),
             })  # fmt: skip
     return rows

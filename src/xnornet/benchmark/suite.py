@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from xnornet.benchmark.layer import bench_shape, resolve_isas, with_limits
@@ -13,7 +12,7 @@ from xnornet.benchmark.shapes import LayerShape
 from xnornet.errors import XnornetError
 from xnornet.kernels import available_isas, popcount_peak
 from xnornet.kernels.isa import ENV_VAR
-from xnornet.machine import machine_info, resolve_thread_counts
+from xnornet.machine import machine_info, resolve_thread_counts, usable_cores
 
 
 def measure_limits(isas: list[str], iters: int) -> dict[str, float]:
@@ -26,24 +25,26 @@ def measure_limits(isas: list[str], iters: int) -> dict[str, float]:
     return limits
 
 
-def run_bench(b: DictConfig) -> tuple[list[dict], dict]:
+def run_bench(b: dict) -> tuple[list[dict], dict]:
+    """The whole layer bench from conf/bench as a plain dict (no Hydra needed, see __main__)."""
     try:
-        shapes = [LayerShape(**OmegaConf.to_container(s)) for s in b.shapes]
-        isas = resolve_isas(b.isas, available_isas())
-        thread_counts = resolve_thread_counts(b.threads)
-    except (TypeError, ValueError) as e:
-        raise XnornetError(f"bench config: {e}") from e
+        shapes = [LayerShape(**s) for s in b["shapes"]]
+        isas = resolve_isas(b["isas"], available_isas())
+        # a list written for a big host ([1, 2, 4, …, 16]) measures what this one has
+        thread_counts = [t for t in resolve_thread_counts(b["threads"]) if t <= usable_cores()]
+        warmup, repeats, peak_iters, seed = (int(b[k]) for k in ("warmup", "repeats", "peak_iters", "seed"))
+    except (TypeError, ValueError, KeyError) as e:
+        raise XnornetError(f"bench config: {e!s}") from e
     # The limit is re-measured before every shape and the best kept: one early measurement can
     # land on a slow moment of a shared machine and make later kernels look faster than it.
     limits = dict.fromkeys(isas, 0.0)
     timed: list[tuple[LayerShape, dict]] = []
-    with tqdm(total=len(shapes) * (b.warmup + b.repeats), desc="bench", unit="round") as bar:
+    with tqdm(total=len(shapes) * (warmup + 2 * repeats), desc="bench", unit="round") as bar:
         for shape in shapes:
             bar.set_postfix_str(shape.name)
-            for isa, value in measure_limits(isas, int(b.peak_iters)).items():
+            for isa, value in measure_limits(isas, peak_iters).items():
                 limits[isa] = max(limits[isa], value)
-            timed.append((shape, bench_shape(shape, isas, thread_counts, b.warmup, b.repeats, b.seed,
-                                             bar.update)))  # fmt: skip
+            timed.append((shape, bench_shape(shape, isas, thread_counts, warmup, repeats, seed, bar.update)))
     rows = [with_limits(r, limits) for _, shape_rows in timed for r in shape_rows]
     summary = {
         "machine": {**machine_info(), "best_isa": isas[0]},
@@ -56,8 +57,9 @@ def run_bench(b: DictConfig) -> tuple[list[dict], dict]:
         summary["shapes"][shape.name] = {
             **{k: v for k, v in headline.items() if k != "shape"},
             "by_path": {f"{r['isa']}_t{r['threads']}": {
-                k: r[k] for k in ("binary_layer_ms", "torch_conv_ms", "speedup_vs_conv",
-                                  "pct_of_limit", "thread_speedup")
+                k: r[k] for k in ("binary_layer_ms", "torch_conv_ms", "speedup_vs_conv", "pct_of_limit",
+                                  "layer_pct_of_limit", "thread_speedup", "torch_thread_speedup",
+                                  "binary_layer_cold_ms", "torch_conv_cold_ms", "speedup_cold")
             } for r in mine},
         }  # fmt: skip
     return rows, summary
@@ -65,17 +67,27 @@ def run_bench(b: DictConfig) -> tuple[list[dict], dict]:
 
 def print_table(rows: list[dict], limits: dict) -> None:
     print(f"per-core popcount limit (Gop/s): {limits}")
-    head = f"{'shape':<20}{'isa':<18}{'thr':>4}{'torch ms':>10}{'binary ms':>11}{'speedup':>9}"
-    print(head + f"{'bgemm Gop/s':>13}{'% limit':>9}{'thr ×':>7}")
+    head = f"{'shape':<22}{'isa':<18}{'thr':>4}{'torch ms':>10}{'binary ms':>11}{'speedup':>9}{'cold':>8}"
+    print(head + f"{'layer %':>9}{'gemm %':>8}{'thr ×':>7}{'torch thr ×':>12}")
     for r in rows:
-        print(f"{r['shape']:<20}{r['isa']:<18}{r['threads']:>4}{r['torch_conv_ms']:>10.3f}"
-              f"{r['binary_layer_ms']:>11.3f}{r['speedup_vs_conv']:>8.1f}×{r['bgemm_gops']:>13.0f}"
-              f"{r['pct_of_limit']:>8.1f}%{r['thread_speedup']:>7.2f}")  # fmt: skip
+        print(f"{r['shape']:<22}{r['isa']:<18}{r['threads']:>4}{r['torch_conv_ms']:>10.3f}"
+              f"{r['binary_layer_ms']:>11.3f}{r['speedup_vs_conv']:>8.1f}×{r['speedup_cold']:>7.1f}×"
+              f"{r['layer_pct_of_limit']:>8.1f}%{r['pct_of_limit']:>7.1f}%{r['thread_speedup']:>7.2f}"
+              f"{r['torch_thread_speedup']:>12.2f}")  # fmt: skip
 
 
 def mlflow_metrics(rows: list[dict], summary: dict) -> dict[str, float]:
     """Every row's headline numbers as flat MLflow metric names: shape/isa/threads/key."""
-    keys = ("speedup_vs_conv", "binary_layer_ms", "torch_conv_ms", "gops", "pct_of_limit")
+    keys = (
+        "speedup_vs_conv",
+        "speedup_cold",
+        "binary_layer_ms",
+        "binary_layer_cold_ms",
+        "torch_conv_ms",
+        "gops",
+        "pct_of_limit",
+        "layer_pct_of_limit",
+    )
     flat = {f"{r['shape']}/{r['isa']}/t{r['threads']}/{k}": r[k] for r in rows for k in keys}
     flat.update({f"limit_gops/{k}": v for k, v in summary["popcount_limit_gops_per_core"].items()})
     return flat

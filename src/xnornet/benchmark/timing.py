@@ -1,11 +1,17 @@
-"""Side-by-side timing: every implementation of one workload timed interleaved in one process.
+"""Side-by-side timing: every implementation of one workload timed interleaved in one process,
+rounds alternating between them and the median over rounds kept, so a busy neighbour or a clock
+change hits them alike; the ratios are what the bench reports, never one time against a constant.
 
-One call of each per round, median over rounds, so a busy neighbour or a clock change hits them
-alike; the ratios are what the bench reports, never a single absolute time against a constant.
+Two protocols, because a layer meets two situations:
+- steady (``time_steady``): each sample is k calls back to back, k so that a sample lasts a few
+  milliseconds: what a layer costs inside a network that runs its layers one after another;
+- cold (``time_interleaved``): one call after an idle pause, right after the other
+  implementations ran: what a served request sees, caches and thread pools left by someone else.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -53,5 +59,30 @@ def time_interleaved(
             fn()
             if round_ >= warmup:
                 samples[name].append(time.perf_counter() - start)
+        tick()
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def time_steady(
+    fns: dict[str, Callable[[], object]],
+    rounds: int,
+    tick: Callable[[], None],
+    min_sample: float = 0.004,
+) -> dict[str, float]:
+    """Median seconds per call, each sample ``k`` back-to-back calls (``k`` from a first timing,
+    so that a sample lasts ``min_sample`` seconds), rounds alternating between the functions."""
+    reps: dict[str, int] = {}
+    for name, fn in fns.items():
+        fn()  # first touch of caches, pages and thread pools
+        start = time.perf_counter()
+        fn()
+        reps[name] = max(1, math.ceil(min_sample / max(time.perf_counter() - start, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / reps[name])
         tick()
     return {name: statistics.median(s) for name, s in samples.items()}

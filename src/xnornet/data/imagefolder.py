@@ -72,11 +72,22 @@ class ImageFolderDataset(Dataset):
 class ImageFolderDataModule(pl.LightningDataModule):
     """Train on ``root/train``, validate and test on ``root/val`` (ImageNet's usual test split)."""
 
-    def __init__(self, root: str | Path, mean: list[float], std: list[float], batch_size: int = 256,
-                 image_size: int = 224, resize: int = 256, num_workers: int = 0, seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | Path,
+        mean: list[float],
+        std: list[float],
+        batch_size: int = 256,
+        image_size: int = 224,
+        resize: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if image_size < 1 or resize < image_size:
-            raise XnornetError(f"data.image_size={image_size} must be positive and at most data.resize={resize}")
+            raise XnornetError(
+                f"data.image_size={image_size} must be positive and at most data.resize={resize}"
+            )
         self.root, self.mean, self.std = Path(root), list(mean), list(std)
         self.batch_size, self.image_size, self.resize = batch_size, image_size, resize
         self.num_workers, self.seed = num_workers, seed

@@ -77,3 +77,35 @@ def network_speedup_chart(rows: list[dict], path: Path, title: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def thread_scaling_chart(rows: list[dict], path: Path, title: str) -> None:
+    """Speedup over torch float32 against the thread count, one line per layer shape (best ISA),
+    with each side's own scaling in the second panel."""
+    best = rows[0]["isa"]
+    mine = [r for r in rows if r["isa"] == best]
+    shapes = list(dict.fromkeys(r["shape"] for r in mine))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for shape in shapes:
+        rs = sorted((r for r in mine if r["shape"] == shape), key=lambda r: r["threads"])
+        threads = [r["threads"] for r in rs]
+        left.plot(threads, [r["speedup_vs_conv"] for r in rs], marker="o", label=shape)
+        line = right.plot(threads, [r["thread_speedup"] for r in rs], marker="o", label=f"{shape} binary")
+        right.plot(threads, [r["torch_thread_speedup"] for r in rs], marker="x", linestyle="--",
+                   color=line[0].get_color())  # fmt: skip
+    top = max(r["threads"] for r in mine)
+    right.plot([1, top], [1, top], color="black", linewidth=0.8, label="linear")
+    left.set(xlabel="threads", ylabel="binary layer speedup vs torch float32 (×)", title=f"{best}, steady")
+    right.set(xlabel="threads", ylabel="speedup over 1 thread (×; dashed: torch)", title="thread scaling")
+    counts = sorted({r["threads"] for r in mine})
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts, [str(t) for t in counts])
+        ax.minorticks_off()
+    left.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xnornet.benchmark.suite import mlflow_metrics, print_table, run_bench
 from xnornet.files import write_csv, write_metrics
-from xnornet.reporting.charts import speedup_chart
+from xnornet.reporting.charts import speedup_chart, thread_scaling_chart
 from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
 
 @stage_main("bench", "paths.metrics_dir", "paths.plots_dir", "logger")
 def main(cfg: DictConfig) -> None:
-    rows, summary = run_bench(cfg.bench)
+    rows, summary = run_bench(OmegaConf.to_container(cfg.bench))
     metrics_path = Path(cfg.paths.metrics_dir) / "bench.json"
-    csv_path, png_path = Path(cfg.paths.plots_dir) / "bench.csv", Path(cfg.paths.plots_dir) / "bench.png"
+    plots = Path(cfg.paths.plots_dir)
+    csv_path, png_path, threads_png = plots / "bench.csv", plots / "bench.png", plots / "bench_threads.png"
     write_csv(rows, csv_path)
-    speedup_chart(rows, png_path, f"Binary layer vs torch float32 — {summary['machine']['cpu']}")
+    cpu = summary["machine"]["cpu"]
+    speedup_chart(rows, png_path, f"Binary layer vs torch float32 (steady) — {cpu}")
+    thread_scaling_chart(rows, threads_png, f"Binary layer vs torch float32 by thread count — {cpu}")
     write_metrics(metrics_path, summary)
     with stage_run(cfg, "bench", "bench") as run:
-        run.record(mlflow_metrics(rows, summary), None, [metrics_path, csv_path, png_path])
+        run.record(mlflow_metrics(rows, summary), None, [metrics_path, csv_path, png_path, threads_png])
     print_table(rows, summary["popcount_limit_gops_per_core"])
 
 

@@ -24,7 +24,7 @@ from xnornet.tracking import stage_run
 @stage_main(
     "model",
     "net",
-    "data.name",
+    "data.image_size",
     "datamodule",
     "paths.models_dir",
     "paths.metrics_dir",

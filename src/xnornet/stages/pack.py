@@ -15,7 +15,7 @@ from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
 
-@stage_main("model", "net", "data.name", "paths.models_dir", "logger", "packed")
+@stage_main("model", "net", "data.image_size", "paths.models_dir", "logger", "packed")
 def main(cfg: DictConfig) -> None:
     variant = cfg.model.name
     if not cfg.model.binarization.weights:

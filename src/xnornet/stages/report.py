@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> None:
             *accuracy_table(metrics), "", "![validation curves](train_curves.png)", "",
             "## Packed models run by the XNOR-popcount engine (batch 256)", "", *packed_table(metrics), "",
             "## Binary layer vs torch float32 conv", "", *bench_table(metrics), "",
-            "![bench](../plots/bench.png)", "",
+            "![bench](../plots/bench.png)", "", "![bench by threads](../plots/bench_threads.png)", "",
             "## The paper's networks, whole: XNOR on the engine vs torch float32", "", *network_table(metrics), "",
             "![bench_network](../plots/bench_network.png)", ""]  # fmt: skip
     out = Path("reports") / "results.md"
