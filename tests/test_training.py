@@ -57,6 +57,12 @@ def test_train_stage_writes_outputs_and_mlflow_run(tmp_path, tiny_data_dir, cfg_
     assert run.data.metrics["test_acc"] == pytest.approx(saved["test_acc"])
     assert "val_acc" in run.data.metrics and "train_loss_epoch" in run.data.metrics
     assert run.data.params["model.binarization.inputs"] == "True"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"mnist/train.npz", "mnist/test.npz"}
+    train_input = inputs["mnist/train.npz"]
+    assert train_input.dataset.source.endswith("train.npz") and len(train_input.dataset.digest) == 32
+    assert {t.key: t.value for t in train_input.tags}["mlflow.data.context"] == "training"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"xnor.ckpt", "train_xnor.json", "train_xnor.csv"} <= artifacts
 

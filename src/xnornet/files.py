@@ -22,6 +22,18 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
         return hashlib.file_digest(f, algorithm).hexdigest()
 
 
+def content_digest(path: Path | str) -> str:
+    """SHA-256 of a file's bytes, or of a folder's relative file names and sizes (a dataset of
+    many files, such as an ImageNet tree, is not read whole)."""
+    path = Path(path)
+    if path.is_file():
+        return file_digest(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path)}|{f.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
 def verify_digest(path: Path, expected: str, algorithm: str = "sha256") -> None:
     """Raise naming the file and both digests when the content is not the pinned one."""
     actual = file_digest(path, algorithm)

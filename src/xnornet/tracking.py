@@ -7,16 +7,18 @@ in the repo root by default) and the database and experiment are created before 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from xnornet.files import write_metrics
+from xnornet.files import content_digest, write_metrics
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -28,14 +30,36 @@ def tracking_uri(cfg: DictConfig) -> str:
     return uri
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview, not on its runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+PARENT_RUN_ENV = "XNORNET_PARENT_RUN_ID"  # set by the sweep callback for every job of a sweep
+
+
 def ensure_experiment(cfg: DictConfig) -> str:
-    """Create the store and the experiment (artifacts beside the database) if missing."""
+    """Create the store and the experiment (artifacts beside the database) if missing, tagged as
+    model training so that `mlflow ui` opens on its runs."""
     client = MlflowClient(tracking_uri(cfg))
     exp = client.get_experiment_by_name(cfg.logger.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    artifacts = Path(cfg.logger.artifact_dir).resolve().as_uri()
-    return client.create_experiment(cfg.logger.experiment, artifact_location=artifacts)
+    if exp is None:
+        artifacts = Path(cfg.logger.artifact_dir).resolve().as_uri()
+        return client.create_experiment(
+            cfg.logger.experiment, artifact_location=artifacts, tags=EXPERIMENT_KIND
+        )
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def log_datasets(client: MlflowClient, run_id: str, sources: list[tuple[str, Path, str]]) -> None:
+    """Each (name, file or folder, context) as an MLflow dataset input: name, digest and source,
+    so the UI's Dataset column says what a run trained and was tested on."""
+    inputs = []
+    for name, path, context in sources:
+        dataset = Dataset(name=name, digest=content_digest(path)[:32], source_type="local",
+                          source=str(Path(path).resolve()))  # fmt: skip
+        inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
+    client.log_inputs(run_id, datasets=inputs)
 
 
 def git_commit() -> str:
@@ -47,7 +71,12 @@ def git_commit() -> str:
 
 
 def run_tags(stage: str, **extra: str) -> dict[str, str]:
-    return {"git_commit": git_commit(), "dvc_stage": stage, **extra}
+    """Commit and stage of a run; inside a sweep, also its parent run (MLflow nests it there)."""
+    tags = {"git_commit": git_commit(), "dvc_stage": stage, **extra}
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if parent:
+        tags.update({"mlflow.parentRunId": parent, "sweep_id": parent})
+    return tags
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:

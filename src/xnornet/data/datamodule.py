@@ -96,6 +96,12 @@ class NpzDataModule(pl.LightningDataModule):
         images, labels = images[: self.limit_test], labels[: self.limit_test]
         self.test_set = InMemoryBatches(to_tensor(images, self.mean, self.std), torch.from_numpy(labels))
 
+    def sources(self) -> list[tuple[str, Path, str]]:
+        """(name, file, context) of what this module reads, for the run's dataset inputs."""
+        name = self.data_dir.name
+        return [(f"{name}/train.npz", self.data_dir / "train.npz", "training"),
+                (f"{name}/test.npz", self.data_dir / "test.npz", "testing")]  # fmt: skip
+
     def train_dataloader(self) -> DataLoader:
         return batch_loader(self.train_set, self.batch_size, shuffle=True)
 

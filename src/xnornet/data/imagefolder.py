@@ -104,6 +104,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.train_set = ImageFolderDataset(train, *args, train=True, seed=self.seed)
         self.val_set = self.test_set = ImageFolderDataset(val, *args, train=False)
 
+    def sources(self) -> list[tuple[str, Path, str]]:
+        """(name, folder, context) of what this module reads, for the run's dataset inputs."""
+        return [(f"{self.root.name}/train", self.root / "train", "training"),
+                (f"{self.root.name}/val", self.root / "val", "testing")]  # fmt: skip
+
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)  # fmt: skip

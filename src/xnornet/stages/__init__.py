@@ -8,6 +8,7 @@ resolved first), so the list is true by construction and the test of dvc.yaml ca
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from xnornet.errors import XnornetError
 
 _MISSING = object()
+SWEPT_KEYS_ENV = "XNORNET_SWEPT_KEYS"  # the keys a sweep varies, set by xnornet.sweep for its jobs
 
 
 def conf_dir() -> str:
@@ -69,3 +71,17 @@ def output_root() -> Path:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(".")
+
+
+def sweep_suffix() -> str:
+    """A sweep job's values of the keys the sweep varies, as a run-name suffix ("-seed1"); "" outside
+    a sweep. The variant is already in the name."""
+    swept = set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
+    if not swept or not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return ""
+    parts = []
+    for override in HydraConfig.get().overrides.task:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in swept and key != "model":
+            parts.append(f"-{key.split('.')[-1]}{value}")
+    return "".join(parts)

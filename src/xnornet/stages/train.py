@@ -12,8 +12,8 @@ from xnornet.builders import build_datamodule, build_logger, build_module, build
 from xnornet.files import atomic_path
 from xnornet.nn.epoch_history import EpochHistory
 from xnornet.nn.layers import count_params
-from xnornet.stages import output_root, stage_main
-from xnornet.tracking import ensure_experiment, flat_params, record
+from xnornet.stages import output_root, stage_main, sweep_suffix
+from xnornet.tracking import ensure_experiment, flat_params, log_datasets, record
 
 
 @stage_main(
@@ -36,8 +36,9 @@ def main(cfg: DictConfig) -> None:
     datamodule.setup()
     module = build_module(cfg, net)
     ensure_experiment(cfg)
-    logger = build_logger(cfg, f"train-{variant}", f"train@{variant}", variant=variant)
+    logger = build_logger(cfg, f"train-{variant}{sweep_suffix()}", f"train@{variant}", variant=variant)
     logger.log_hyperparams(flat_params(cfg))
+    log_datasets(logger.experiment, logger.run_id, datamodule.sources())
     history = EpochHistory()
     trainer = build_trainer(cfg, logger=logger, callbacks=[history])
     start = time.perf_counter()
