@@ -113,9 +113,39 @@ def assert_mlflow_ui_lists(repo: Path, run_names: set[str]) -> None:
         assert run_names <= names
         with urllib.request.urlopen(base + "/") as r:
             assert r.status == 200 and b"MLflow" in r.read()
+        assert_the_browser_shows(base, exp_id, runs, repo)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=30000", "--window-size=1500,5000"]  # fmt: skip
+
+
+def rendered_dom(url: str, profile: Path) -> str:
+    """The page as Debian's Chromium renders it, scripts run (the MLflow UI is a single-page app)."""
+    chromium = shutil.which("chromium")
+    assert chromium, "the browser test needs Debian's chromium: apt-get install chromium (.ci/run does)"
+    out = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    return out.stdout
+
+
+def assert_the_browser_shows(base: str, exp_id: str, runs: list[dict], repo: Path) -> None:
+    """The runs table lists the pipeline's runs, and a training run's page shows its test accuracy."""
+    runs_url = f"{base}/#/experiments/{exp_id}/runs"
+    table = rendered_dom(f"{runs_url}?workflowType=machine_learning", repo / ".chr1")
+    assert "matching runs" in table
+    for name in ("train-xnor", "evaluate-xnor", "bench_network", "report"):
+        assert f">{name}<" in table, name
+    train = next(r for r in runs if r["info"]["run_name"] == "train-xnor")
+    page = rendered_dom(f"{runs_url}/{train['info']['run_id']}?workflowType=machine_learning", repo / ".chr2")
+    shown = [float(v) for v in re.findall(r">(\d+\.\d+)<", page)]
+    acc = json.loads((repo / "metrics" / "train_xnor.json").read_text())["test_acc"]
+    assert "test_acc" in page and any(abs(v - acc) < 1e-6 for v in shown), (acc, shown)
+    assert "mnist/train.npz" in page  # the dataset input
 
 
 @pytest.mark.slow
