@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> None:
            "curve": root / cfg.paths.plots_dir / f"train_{variant}.csv",
            "metrics": root / cfg.paths.metrics_dir / f"train_{variant}.json"}  # fmt: skip
     with atomic_path(out["ckpt"]) as tmp:  # a crash never leaves a half-written checkpoint
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=True)  # the network and loops; no optimizer state
     history.write_csv(out["curve"])
     total, binary = count_params(net)
     epochs = trainer.current_epoch
