@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,8 @@ Step = Callable[[np.ndarray], np.ndarray]
 class NamedStep:
     name: str
     run: Step
-    inputs: list[int] = field(default_factory=lambda: [-1])  # the spec indices it reads (-1: input)
-    output: int = 0  # the spec index whose value it produces
+    inputs: list[int]  # the spec indices it reads (-1: the network input)
+    output: int  # the spec index whose value it produces
 
 
 def weight_signs(model: PackedModel, i: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -13,27 +14,43 @@ import matplotlib.pyplot as plt
 from xnornet.files import atomic_path
 
 
-def speedup_chart(rows: list[dict], path: Path, title: str) -> None:
-    """Grouped bars: speedup of the binary layer over torch float32, per shape and ISA/threads."""
-    shapes = list(dict.fromkeys(r["shape"] for r in rows))
-    series = list(dict.fromkeys((r["isa"], r["threads"]) for r in rows))
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(shapes)), 4.5))
-    for i, (isa, threads) in enumerate(series):
-        values = {
-            r["shape"]: r["speedup_vs_conv"] for r in rows if (r["isa"], r["threads"]) == (isa, threads)
-        }
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(shapes))]
-        ax.bar(xs, [values.get(s, 0) for s in shapes], width, label=f"{isa}, {threads} thr")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(shapes)), shapes, rotation=25, ha="right")
-    ax.set_ylabel("speedup vs torch float32 (×)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+def save_png(fig: plt.Figure, path: Path) -> None:
+    """Write the figure atomically (no half-written PNG for DVC to track) and free it."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def speedup_bars(
+    rows: list[dict], path: Path, title: str, label: Callable[[dict], str], speedup: str
+) -> None:
+    """Grouped bars of ``row[speedup]`` over torch float32, a group per ``label(row)`` and a bar per
+    ISA path and thread count, the legend beside the plot so that it covers no bar."""
+    labels = list(dict.fromkeys(label(r) for r in rows))
+    series = list(dict.fromkeys((r["isa"], r["threads"]) for r in rows))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(labels)) + 2, 4.5))
+    for i, (isa, threads) in enumerate(series):
+        values = {label(r): r[speedup] for r in rows if (r["isa"], r["threads"]) == (isa, threads)}
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
+        ax.bar(xs, [values.get(x, 0) for x in labels], width, label=f"{isa}, {threads} thr")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
+    ax.set_ylabel("speedup vs torch float32 (×)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save_png(fig, path)
+
+
+def speedup_chart(rows: list[dict], path: Path, title: str) -> None:
+    """The bench: the binary layer's steady speedup per layer shape."""
+    speedup_bars(rows, path, title, lambda r: r["shape"], "speedup_vs_conv")
+
+
+def network_speedup_chart(rows: list[dict], path: Path, title: str) -> None:
+    """bench_network: the whole network's speedup per network and batch size."""
+    speedup_bars(rows, path, title, lambda r: f"{r['network']} b{r['batch']}", "speedup")
 
 
 def curves_png(plots: Path, out: Path, variants: tuple[str, ...]) -> None:
@@ -50,33 +67,7 @@ def curves_png(plots: Path, out: Path, variants: tuple[str, ...]) -> None:
     ax.set_title("LeNet-5 on MNIST")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def network_speedup_chart(rows: list[dict], path: Path, title: str) -> None:
-    """Grouped bars: whole-network speedup over torch float32 per network and batch, one bar per
-    ISA path and thread count."""
-    labels = list(dict.fromkeys(f"{r['network']} b{r['batch']}" for r in rows))
-    series = list(dict.fromkeys((r["isa"], r["threads"]) for r in rows))
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(labels)), 4.5))
-    for i, (isa, threads) in enumerate(series):
-        values = {f"{r['network']} b{r['batch']}": r["speedup"] for r in rows
-                  if (r["isa"], r["threads"]) == (isa, threads)}  # fmt: skip
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
-        ax.bar(xs, [values.get(label, 0) for label in labels], width, label=f"{isa}, {threads} thr")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_ylabel("speedup vs torch float32 (×)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, out)
 
 
 def thread_scaling_chart(rows: list[dict], path: Path, title: str) -> None:
@@ -105,7 +96,4 @@ def thread_scaling_chart(rows: list[dict], path: Path, title: str) -> None:
         ax.minorticks_off()
     left.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
