@@ -20,7 +20,7 @@ def test_four_parallel_jobs_are_children_of_one_sweep_run(tmp_path, tiny_data_di
            "model=fp,xnor", "seed=0,1", "train.threads=1", "train.max_epochs=1", "train.batch_size=50",
            "train.progress_bar=false", "data.val_size=100", f"paths.data_dir={tiny_data_dir}",
            f"logger.tracking_uri=sqlite:///{db}", f"logger.artifact_dir={tmp_path}/mlartifacts",
-           f"hydra.sweep.dir={tmp_path}/multirun"]  # fmt: skip
+           f"hydra.sweep.dir={tmp_path}/multirun", f"sweep_summary={tmp_path}/summary.json"]  # fmt: skip
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
 
@@ -41,3 +41,14 @@ def test_four_parallel_jobs_are_children_of_one_sweep_run(tmp_path, tiny_data_di
     assert len(written) == 4
     accs = sorted(json.loads(p.read_text())["test_acc"] for p in written)
     assert accs == pytest.approx(sorted(r.data.metrics["test_acc"] for r in children.values()))
+
+    # the summary groups the jobs by variant: mean ± std over the two seeds of each
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["parent_run_id"] == parent.info.run_id
+    rows = {r["group"]: r for r in summary["rows"]}
+    assert set(rows) == {"model=fp", "model=xnor"}
+    for v in ("fp", "xnor"):
+        accs = [children[f"train-{v}-seed{s}"].data.metrics["test_acc"] for s in (0, 1)]
+        assert rows[f"model={v}"]["seeds"] == [0, 1]
+        assert rows[f"model={v}"]["test_acc_mean"] == pytest.approx(sum(accs) / 2, abs=1e-6)
+        assert rows[f"model={v}"]["test_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5, abs=1e-6)

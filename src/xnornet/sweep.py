@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xnornet.stages import SWEPT_KEYS_ENV
+from xnornet.sweep_summary import summarize, write_summary
 from xnornet.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, tracking_uri
 
 
-def swept_keys(overrides: list[str]) -> list[str]:
-    """The keys a sweep varies: those given a list (``seed=0,1,2``) or a sweep function."""
+def swept_keys(overrides: list[str], sweeper_params: dict | None = None) -> list[str]:
+    """The keys a sweep varies: those given a list (``seed=0,1,2``) or a sweep function, on the
+    command line or in ``hydra.sweeper.params`` (an experiment config's sweep)."""
     keys = []
-    for override in overrides:
+    params = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    for override in [*params, *overrides]:
         key, _, value = override.lstrip("+~").partition("=")
         if "," in value or value.startswith(("range(", "choice(", "glob(", "interval(")):
             keys.append(key)
-    return keys
+    return list(dict.fromkeys(keys))
 
 
 class SweepParentRun(Callback):
@@ -40,10 +44,27 @@ class SweepParentRun(Callback):
         )  # fmt: skip
         self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id
-        os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(config.hydra.overrides.task))
+        self.overrides = overrides
+        params = config.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(params, resolve=True) if params else {}
+        os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(config.hydra.overrides.task, params))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if getattr(self, "run_id", None):
-            self.client.set_terminated(self.run_id)
-            os.environ.pop(PARENT_RUN_ENV, None)
-            os.environ.pop(SWEPT_KEYS_ENV, None)
+        if not getattr(self, "run_id", None):
+            return
+        runs = self.client.search_runs([self.client.get_run(self.run_id).info.experiment_id],
+                                       filter_string=f"tags.sweep_id = '{self.run_id}'")  # fmt: skip
+        rows = summarize(runs)
+        for row in rows:  # the parent run shows each group's mean over seeds
+            for metric in ("test_acc_mean", "test_acc_std"):
+                if metric in row:
+                    name = f"{metric}.{row['group'].replace('=', '-')}"
+                    self.client.log_metric(self.run_id, name, row[metric])
+        path = config.get("sweep_summary")
+        if path:
+            write_summary(Path(path), {"parent_run_id": self.run_id, "overrides": self.overrides}, rows)
+            self.client.log_artifact(self.run_id, str(path))
+            print(f"sweep summary ({len(rows)} rows over {len(runs)} runs): {path}")
+        self.client.set_terminated(self.run_id)
+        os.environ.pop(PARENT_RUN_ENV, None)
+        os.environ.pop(SWEPT_KEYS_ENV, None)

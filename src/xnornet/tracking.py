@@ -7,6 +7,7 @@ in the repo root by default) and the database and experiment are created before 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from xnornet.files import content_digest, write_metrics
+from xnornet.stages import swept_values
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -76,6 +78,7 @@ def run_tags(stage: str, **extra: str) -> dict[str, str]:
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
         tags.update({"mlflow.parentRunId": parent, "sweep_id": parent})
+        tags["sweep_values"] = json.dumps(swept_values())  # what the sweep summary groups by
     return tags
 
 

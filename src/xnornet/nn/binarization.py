@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xnornet.nn.quantizers import sign_ste, weight_quantizer
+from torch import nn
+
+from xnornet.nn.quantizers import binary_gradient, sign_ste, weight_quantizer
+from xnornet.nn.shift_batchnorm import ShiftBatchNorm1d, ShiftBatchNorm2d
+
+BATCHNORMS = {
+    "standard": (nn.BatchNorm1d, nn.BatchNorm2d),
+    "shift": (ShiftBatchNorm1d, ShiftBatchNorm2d),  # BinaryNet's powers-of-two BatchNorm
+}
+BN_EPS = 1e-4  # XNOR-Net-PyTorch's value
 
 
 @dataclass(frozen=True)
@@ -20,8 +29,14 @@ class Binarization:
     scale_activations: bool = False
     weight_grad: str = "exact"
     first_last_binary: bool = False
+    binary_gradients: bool = False
+    batchnorm: str = "standard"
 
     def __post_init__(self) -> None:
+        if self.batchnorm not in BATCHNORMS:
+            raise ValueError(f"model.bn must be one of {sorted(BATCHNORMS)}, got {self.batchnorm!r}")
+        if self.binary_gradients and not self.weights:
+            raise ValueError("model.binarization.binary_gradients needs a binary variant (weights=true)")
         weight_quantizer(self.weights, self.weight_grad)  # validates weight_grad early
         if self.inputs and not self.weights:
             raise ValueError("model.binarization.inputs=true needs weights=true (XNOR)")
@@ -36,4 +51,13 @@ class Binarization:
             "weight_quantizer": weight_quantizer(binary and self.weights, self.weight_grad),
             "input_quantizer": sign_ste if binarize_input else None,
             "scale_activations": binarize_input and self.scale_activations,
+            "gradient_quantizer": binary_gradient if binary and self.binary_gradients else None,
         }
+
+    def batchnorm1d(self, num_features: int) -> nn.Module:
+        """The variant's BatchNorm over (B, C): torch's, or the shift-based one."""
+        return BATCHNORMS[self.batchnorm][0](num_features, eps=BN_EPS)
+
+    def batchnorm2d(self, num_features: int) -> nn.Module:
+        """The variant's BatchNorm over (B, C, H, W): torch's, or the shift-based one."""
+        return BATCHNORMS[self.batchnorm][1](num_features, eps=BN_EPS)

@@ -13,7 +13,7 @@ from xnornet.nn.models import binary_conv_block
 
 def binary_linear_block(cin: int, cout: int, b: Binarization) -> list[nn.Module]:
     """BN → (sign) → linear → ReLU: the paper's block for a hidden fully connected layer."""
-    return [nn.BatchNorm1d(cin, eps=1e-4), QuantLinear(cin, cout, **b.quantizers()), nn.ReLU(inplace=True)]
+    return [b.batchnorm1d(cin), QuantLinear(cin, cout, **b.quantizers()), nn.ReLU(inplace=True)]
 
 
 class AlexNet(nn.Sequential):
@@ -27,7 +27,7 @@ class AlexNet(nn.Sequential):
             QuantConv2d(
                 in_channels, 96, 11, stride=4, padding=2, **b.quantizers(hidden=False, raw_input=True)
             ),
-            nn.BatchNorm2d(96, eps=1e-4),
+            b.batchnorm2d(96),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2),  # (B, 96, 27, 27)
             *binary_conv_block(96, 256, 5, b, padding=2),
@@ -39,7 +39,7 @@ class AlexNet(nn.Sequential):
             nn.Flatten(),  # (B, 9216)
             *binary_linear_block(256 * 6 * 6, 4096, b),
             *binary_linear_block(4096, 4096, b),
-            nn.BatchNorm1d(4096, eps=1e-4),
+            b.batchnorm1d(4096),
             QuantLinear(4096, num_classes, **b.quantizers(hidden=False)),
         )
 
@@ -56,18 +56,18 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, b: Binarization) -> None:
         super().__init__()
         self.conv_a = nn.Sequential(
-            nn.BatchNorm2d(cin, eps=1e-4),
+            b.batchnorm2d(cin),
             QuantConv2d(cin, cout, 3, stride=stride, padding=1, **b.quantizers()),
             nn.ReLU(inplace=True),
         )
         self.conv_b = nn.Sequential(
-            nn.BatchNorm2d(cout, eps=1e-4),
+            b.batchnorm2d(cout),
             QuantConv2d(cout, cout, 3, padding=1, **b.quantizers()),
         )
         self.shortcut = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
-                QuantConv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout, eps=1e-4)
+                QuantConv2d(cin, cout, 1, stride=stride, bias=False), b.batchnorm2d(cout)
             )
         self.relu = nn.ReLU(inplace=True)
 
@@ -92,7 +92,7 @@ class ResNet18(nn.Module):
                 bias=False,
                 **b.quantizers(hidden=False, raw_input=True),
             ),
-            nn.BatchNorm2d(64, eps=1e-4),
+            b.batchnorm2d(64),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),  # (B, 64, 56, 56)
         )

@@ -29,12 +29,14 @@ class QuantMixin:
         weight_quantizer: Quantizer | None = None,
         input_quantizer: Quantizer | None = None,
         scale_activations: bool = False,
+        gradient_quantizer: Quantizer | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)  # the torch layer's own arguments
         self.weight_quantizer = weight_quantizer
         self.input_quantizer = input_quantizer
         self.scale_activations = scale_activations
+        self.gradient_quantizer = gradient_quantizer  # acts on the gradient into this layer's input
 
     @property
     def is_binary(self) -> bool:
@@ -52,6 +54,8 @@ class QuantMixin:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
         xq = x if self.input_quantizer is None else self.input_quantizer(x)
+        if self.gradient_quantizer is not None:
+            xq = self.gradient_quantizer(xq)  # identity forward; binarizes g_in before the STE
         y = self._float_op(xq, w)
         if self.scale_activations:
             y = y * self._activation_scale(x)

@@ -18,7 +18,7 @@ def binary_conv_block(
 ) -> list[nn.Module]:
     """BN → (sign) → conv → ReLU: the paper's block, full precision when ``b`` binarizes nothing."""
     return [
-        nn.BatchNorm2d(cin, eps=1e-4),
+        b.batchnorm2d(cin),
         QuantConv2d(cin, cout, k, stride=stride, padding=padding, **b.quantizers()),
         nn.ReLU(inplace=True),
     ]
@@ -31,13 +31,13 @@ class LeNet5(nn.Sequential):
         b = binarization
         super().__init__(
             QuantConv2d(in_channels, 20, 5, **b.quantizers(hidden=False, raw_input=True)),
-            nn.BatchNorm2d(20, eps=1e-4),
+            b.batchnorm2d(20),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),  # (B, 20, 12, 12)
             *binary_conv_block(20, 50, 5, b),
             nn.MaxPool2d(2),  # (B, 50, 4, 4)
             nn.Flatten(),  # (B, 800)
-            nn.BatchNorm1d(800, eps=1e-4),
+            b.batchnorm1d(800),
             QuantLinear(800, 500, **b.quantizers()),
             nn.ReLU(inplace=True),
             QuantLinear(500, num_classes, **b.quantizers(hidden=False)),
@@ -51,7 +51,7 @@ class NIN(nn.Sequential):
         b = binarization
         super().__init__(
             QuantConv2d(in_channels, 192, 5, padding=2, **b.quantizers(hidden=False, raw_input=True)),
-            nn.BatchNorm2d(192, eps=1e-4),
+            b.batchnorm2d(192),
             nn.ReLU(inplace=True),  # (B, 192, 32, 32)
             *binary_conv_block(192, 160, 1, b),
             *binary_conv_block(160, 96, 1, b),
@@ -62,7 +62,7 @@ class NIN(nn.Sequential):
             nn.AvgPool2d(3, stride=2, padding=1),  # (B, 192, 8, 8)
             *binary_conv_block(192, 192, 3, b, padding=1),
             *binary_conv_block(192, 192, 1, b),
-            nn.BatchNorm2d(192, eps=1e-4),
+            b.batchnorm2d(192),
             QuantConv2d(192, num_classes, 1, **b.quantizers(hidden=False)),
             nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1),

@@ -102,6 +102,67 @@ def activation_scale(
     return F.conv2d(a, box, stride=stride, padding=padding)
 
 
+class _BinaryGradient(torch.autograd.Function):
+    """Identity forward; backward sends s·sign(g) with s = max|g| of each sample.
+
+    The scale is per sample, not per layer: a sample's gradient then does not depend on which
+    other samples share its batch, and one sample with a large gradient cannot drown the rest.
+    An exact zero stays zero (sign(0) = 0 here, unlike the forward convention): a gradient the
+    straight-through estimator cut off carries no information, and giving it ±s would add noise.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        flat = grad.reshape(grad.shape[0], -1)  # (B, everything else)
+        scale = flat.abs().amax(dim=1).view(-1, *([1] * (grad.dim() - 1)))
+        return scale * torch.sign(grad)
+
+
+def binary_gradient(x: torch.Tensor) -> torch.Tensor:
+    """Pass ``x`` on unchanged, and binarize the gradient that flows back into it.
+
+    Examples:
+        >>> x = torch.zeros(2, 3, requires_grad=True)
+        >>> (binary_gradient(x) * torch.tensor([[0.5, -2.0, 0.0], [1.0, 1.0, -3.0]])).sum().backward()
+        >>> x.grad.tolist()
+        [[2.0, -2.0, 0.0], [3.0, 3.0, -3.0]]
+    """
+    return _BinaryGradient.apply(x)
+
+
+def power_of_two(x: torch.Tensor) -> torch.Tensor:
+    """AP2(x) = sign(x)·2^round(log2|x|), the nearest power of two (0 stays 0): a multiplication by
+    it is a bit shift, which is what BinaryNet's shift-based BatchNorm and AdaMax rely on.
+
+    Examples:
+        >>> power_of_two(torch.tensor([3.0, -0.3, 0.0, 1.0])).tolist()
+        [4.0, -0.25, 0.0, 1.0]
+    """
+    exponent = torch.round(torch.log2(x.abs().clamp_min(torch.finfo(x.dtype).tiny)))
+    return torch.sign(x) * torch.exp2(exponent)
+
+
+class _PowerOfTwoSTE(torch.autograd.Function):
+    """AP2 forward; identity backward (rounding the exponent has no useful derivative)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return power_of_two(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def power_of_two_ste(x: torch.Tensor) -> torch.Tensor:
+    """AP2 with a straight-through gradient, for the shift-based BatchNorm's training graph."""
+    return _PowerOfTwoSTE.apply(x)
+
+
 WEIGHT_QUANTIZERS: dict[str, Quantizer] = {"exact": bwn_weight, "paper": bwn_weight_paper}
 
 

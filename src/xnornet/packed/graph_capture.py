@@ -16,6 +16,7 @@ from torch import fx, nn
 
 from xnornet.errors import XnornetError
 from xnornet.nn.layers import QuantMixin
+from xnornet.nn.shift_batchnorm import ShiftBatchNorm
 
 IDENTITY_MODULES = (nn.Identity, nn.Dropout)
 
@@ -32,7 +33,7 @@ class GraphNode:
 
 class _LayerTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, QuantMixin) or super().is_leaf_module(m, qualname)
+        return isinstance(m, QuantMixin | ShiftBatchNorm) or super().is_leaf_module(m, qualname)
 
 
 def _flatten_from_1(node: fx.Node) -> bool:

@@ -3,7 +3,8 @@
 The network is captured as a graph (graph_capture), so chains and residual graphs take one path;
 "the consumer" below is a layer's only consumer in that graph.
 
-Eval-mode BatchNorm is an affine map y = s·x + t, so it is rewritten into its inference form:
+Eval-mode BatchNorm (standard or shift-based) is an affine map y = s·x + t, so it is rewritten into
+its inference form:
 - after a full-precision conv/linear: folded into that layer's weights and bias;
 - before a binary-input layer without K/β scaling: sign(s·x + t) is the test x < −t/s, one float
   per channel; channels with s < 0 flip the consumer's weight signs for that input instead;
@@ -21,6 +22,7 @@ from torch import nn
 from xnornet.errors import XnornetError
 from xnornet.kernels import pack_bits
 from xnornet.nn.layers import QuantConv2d, QuantLinear
+from xnornet.nn.shift_batchnorm import ShiftBatchNorm
 from xnornet.packed.file_format import PackedModel
 from xnornet.packed.graph_capture import capture
 
@@ -38,6 +40,8 @@ def _single(value, what: str) -> int:
 
 def bn_scale_shift(bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
     """Eval-mode BatchNorm as y = x·s + t (float64, cast when stored)."""
+    if isinstance(bn, ShiftBatchNorm):  # its own powers-of-two scale, still one affine map
+        return tuple(v.numpy() for v in bn.inference_scale_shift())
     var = bn.running_var.detach().double().numpy()
     mean = bn.running_mean.detach().double().numpy()
     c = bn.num_features

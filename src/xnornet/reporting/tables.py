@@ -103,3 +103,67 @@ def network_table(metrics: Path) -> list[str]:
                  "Engine QuickNet 25.5 ms on a Pixel 1 and 5.8 ms on an Apple M1, daBNN Bi-Real-18 61.8 ms on a Pixel 1, "
                  "one thread, per image.)")  # fmt: skip
     return lines
+
+
+def _pct(row: dict, metric: str = "test_acc") -> str:
+    return f"{100 * row[f'{metric}_mean']:.2f} ± {100 * row[f'{metric}_std']:.2f}"
+
+
+def _per_seed(row: dict) -> str:
+    return ", ".join(f"{100 * v:.2f}" for v in row["test_acc_values"])
+
+
+def _sweep_rows(path: Path) -> list[dict] | None:
+    """The rows of a sweep summary, or None when that sweep has not been run here."""
+    return load(path)["rows"] if path.is_file() else None
+
+
+def seed_table(metrics: Path) -> list[str]:
+    """Mean ± std of each variant over the seed sweep (conf/experiment/seeds.yaml)."""
+    rows = _sweep_rows(metrics / "sweeps" / "seeds.json")
+    if rows is None:
+        return ["Not run yet: `xnornet train -m +experiment=seeds` writes metrics/sweeps/seeds.json."]
+    by_variant = {r["group"].removeprefix("model="): r for r in rows}
+    lines = ["| variant | runs (seeds) | test top-1 mean ± std (%) | per seed | anchor (60 epochs) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for v in VARIANTS:
+        if v in by_variant:
+            r = by_variant[v]
+            lines.append(f"| {v} | {r['n']} ({', '.join(map(str, r['seeds']))}) | {_pct(r)} | {_per_seed(r)} "
+                         f"| {ANCHOR_MNIST[v]} |")  # fmt: skip
+    lines.append("\n(std: sample standard deviation over seeds; `xnornet train -m +experiment=seeds`)")
+    return lines
+
+
+# What each ablation switch (conf/ablation/<name>.yaml) changes, for the report's rows.
+ABLATIONS = {
+    "scaling": "K/β activation scaling on",
+    "first_last_binary": "first and last layers binary",
+    "paper_gradient": "the paper's simplified weight gradient",
+    "binary_gradients": "binary gradients (max|g|·sign g per sample)",
+    "shift_bn": "shift-based BatchNorm",
+    "shift_adamax": "shift-based AdaMax instead of Adam",
+}
+
+
+def ablation_table(metrics: Path) -> list[str]:
+    """One switch at a time on the default XNOR recipe, against the seed sweep's XNOR row."""
+    rows = _sweep_rows(metrics / "sweeps" / "ablation.json")
+    if rows is None:
+        return ["Not run yet: `xnornet train -m +experiment=ablation` writes metrics/sweeps/ablation.json."]
+    seeds = _sweep_rows(metrics / "sweeps" / "seeds.json") or []
+    baseline = next((r for r in seeds if r["group"] == "model=xnor"), None)
+    lines = ["| XNOR LeNet-5, default recipe | runs | test top-1 mean ± std (%) | Δ vs baseline (pp) | per seed |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    if baseline:
+        lines.append(
+            f"| baseline (the seed sweep's xnor) | {baseline['n']} | {_pct(baseline)} | – | {_per_seed(baseline)} |"
+        )
+    for r in rows:
+        name = r["group"].removeprefix("ablation=")
+        delta = f"{100 * (r['test_acc_mean'] - baseline['test_acc_mean']):+.2f}" if baseline else "–"
+        lines.append(f"| {ABLATIONS.get(name, name)} | {r['n']} | {_pct(r)} | {delta} | {_per_seed(r)} |")
+    lines.append(
+        "\n(each row changes one switch, conf/ablation/<name>.yaml; `xnornet train -m +experiment=ablation`)"
+    )
+    return lines

@@ -73,15 +73,21 @@ def output_root() -> Path:
     return Path(".")
 
 
+def swept_values() -> dict[str, str]:
+    """A sweep job's value of each key its sweep varies (``{"model": "xnor", "seed": "1"}``); {}
+    outside a sweep. Tagged on the job's run, so a sweep summary can group runs by them."""
+    swept = set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
+    if not swept or not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return {}
+    values = {}
+    for override in HydraConfig.get().overrides.task:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in swept:
+            values[key] = value
+    return values
+
+
 def sweep_suffix() -> str:
     """A sweep job's values of the keys the sweep varies, as a run-name suffix ("-seed1"); "" outside
     a sweep. The variant is already in the name."""
-    swept = set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
-    if not swept or not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
-        return ""
-    parts = []
-    for override in HydraConfig.get().overrides.task:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key in swept and key != "model":
-            parts.append(f"-{key.split('.')[-1]}{value}")
-    return "".join(parts)
+    return "".join(f"-{key.split('.')[-1]}{value}" for key, value in swept_values().items() if key != "model")

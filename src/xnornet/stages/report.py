@@ -10,11 +10,13 @@ from xnornet.files import atomic_path
 from xnornet.reporting.charts import curves_png
 from xnornet.reporting.tables import (
     VARIANTS,
+    ablation_table,
     accuracy_table,
     bench_table,
     machine_line,
     network_table,
     packed_table,
+    seed_table,
 )
 from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
@@ -27,6 +29,8 @@ def main(cfg: DictConfig) -> None:
             "published numbers (README.md, reference results).", "", machine_line(metrics), "",
             "## Accuracy: LeNet-5 on MNIST", "",
             *accuracy_table(metrics), "", "![validation curves](train_curves.png)", "",
+            "### Over seeds", "", *seed_table(metrics), "",
+            "### Ablations: what each idea from the notes buys", "", *ablation_table(metrics), "",
             "## Packed models run by the XNOR-popcount engine (batch 256)", "", *packed_table(metrics), "",
             "## Binary layer vs torch float32 conv", "", *bench_table(metrics), "",
             "![bench](../plots/bench.png)", "", "![bench by threads](../plots/bench_threads.png)", "",
