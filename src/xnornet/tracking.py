@@ -43,7 +43,9 @@ def ensure_experiment(cfg: DictConfig) -> str:
     client = MlflowClient(tracking_uri(cfg))
     exp = client.get_experiment_by_name(cfg.logger.experiment)
     if exp is None:
-        artifacts = Path(cfg.logger.artifact_dir).resolve().as_uri()
+        # a local store keeps artifacts beside it; a tracking server stores them where it is told
+        local = tracking_uri(cfg).startswith(("sqlite:", "file:"))
+        artifacts = Path(cfg.logger.artifact_dir).resolve().as_uri() if local else None
         return client.create_experiment(
             cfg.logger.experiment, artifact_location=artifacts, tags=EXPERIMENT_KIND
         )

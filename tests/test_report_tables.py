@@ -1,0 +1,56 @@
+"""The report's sweep tables, from summary files written by the real summary code."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
+
+from xnornet.reporting.tables import ablation_table, seed_table
+from xnornet.sweep_summary import summarize, write_summary
+
+
+def run(values: dict[str, str], acc: float, status: str = "FINISHED") -> Run:
+    info = RunInfo("r", "0", "u", status, 0, 0, "active")
+    tags = [RunTag("sweep_values", json.dumps(values))]
+    return Run(
+        info,
+        RunData(metrics=[Metric("test_acc", acc, 0, 0), Metric("val_acc", acc - 0.001, 0, 0)], tags=tags),
+    )
+
+
+ACCS = {"fp": [0.9931, 0.9940, 0.9936], "bwn": [0.9945, 0.9938, 0.9941], "xnor": [0.9910, 0.9921, 0.9917]}
+
+
+def seeds_summary(tmp_path):
+    runs = [run({"model": v, "seed": str(s)}, acc) for v, accs in ACCS.items() for s, acc in enumerate(accs)]
+    runs.append(run({"model": "xnor", "seed": "3"}, 0.5, status="FAILED"))  # a failed job is left out
+    write_summary(tmp_path / "sweeps" / "seeds.json", {"parent_run_id": "p"}, summarize(runs))
+
+
+def test_seed_table_gives_mean_and_sample_std_per_variant(tmp_path):
+    seeds_summary(tmp_path)
+    lines = seed_table(tmp_path)
+    for v, accs in ACCS.items():
+        (row,) = [line for line in lines if line.startswith(f"| {v} |")]
+        mean, std = 100 * statistics.fmean(accs), 100 * statistics.stdev(accs)
+        assert f"| 3 (0, 1, 2) | {mean:.2f} ± {std:.2f} |" in row
+        assert ", ".join(f"{100 * a:.2f}" for a in accs) in row
+
+
+def test_ablation_rows_are_compared_with_the_seed_sweeps_xnor(tmp_path):
+    seeds_summary(tmp_path)
+    shift = [0.9900, 0.9905, 0.9895]
+    runs = [run({"ablation": "shift_bn", "seed": str(s)}, a) for s, a in enumerate(shift)]
+    write_summary(tmp_path / "sweeps" / "ablation.json", {"parent_run_id": "q"}, summarize(runs))
+    lines = ablation_table(tmp_path)
+    assert any(line.startswith("| baseline") for line in lines)
+    (row,) = [line for line in lines if line.startswith("| shift-based BatchNorm |")]
+    delta = 100 * (statistics.fmean(shift) - statistics.fmean(ACCS["xnor"]))
+    assert f"| {delta:+.2f} |" in row
+
+
+def test_tables_say_how_to_run_a_missing_sweep(tmp_path):
+    assert "xnornet train -m +experiment=seeds" in seed_table(tmp_path)[0]
+    assert "xnornet train -m +experiment=ablation" in ablation_table(tmp_path)[0]
