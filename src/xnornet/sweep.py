@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from xnornet.stages import SWEPT_KEYS_ENV
-from xnornet.sweep_summary import summarize, write_summary
+from xnornet.sweep_summary import summarize_sweep
 from xnornet.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, tracking_uri
 
 
@@ -52,19 +52,16 @@ class SweepParentRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if not getattr(self, "run_id", None):
             return
-        runs = self.client.search_runs([self.client.get_run(self.run_id).info.experiment_id],
-                                       filter_string=f"tags.sweep_id = '{self.run_id}'")  # fmt: skip
-        rows = summarize(runs)
+        path = config.get("sweep_summary")
+        rows = summarize_sweep(tracking_uri(config), self.run_id, Path(path) if path else None)
         for row in rows:  # the parent run shows each group's mean over seeds
             for metric in ("test_acc_mean", "test_acc_std"):
                 if metric in row:
                     name = f"{metric}.{row['group'].replace('=', '-')}"
                     self.client.log_metric(self.run_id, name, row[metric])
-        path = config.get("sweep_summary")
         if path:
-            write_summary(Path(path), {"parent_run_id": self.run_id, "overrides": self.overrides}, rows)
             self.client.log_artifact(self.run_id, str(path))
-            print(f"sweep summary ({len(rows)} rows over {len(runs)} runs): {path}")
+            print(f"sweep summary ({len(rows)} rows): {path}")
         self.client.set_terminated(self.run_id)
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEPT_KEYS_ENV, None)

@@ -64,3 +64,37 @@ def summarize(runs: list[Run]) -> list[dict]:
 def write_summary(path: Path, sweep: dict, rows: list[dict]) -> None:
     """The summary JSON: what was swept (overrides, parent run) and its rows."""
     write_metrics(path, {**sweep, "rows": rows})
+
+
+def summarize_sweep(tracking_uri: str, parent_run_id: str, out: Path | None) -> list[dict]:
+    """Summarize a sweep from the store, e.g. one that was stopped before its end wrote it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.sweep_id = '{parent_run_id}'")
+    rows = summarize(runs)
+    if out is not None:
+        sweep = {"parent_run_id": parent_run_id, "overrides": parent.data.tags.get("sweep_overrides", "")}
+        write_summary(out, sweep, rows)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m xnornet.sweep_summary", description=summarize_sweep.__doc__
+    )
+    parser.add_argument("parent_run_id", help="the sweep's parent run (its run id in mlflow ui)")
+    parser.add_argument(
+        "--out", type=Path, help="write the summary JSON here (e.g. metrics/sweeps/seeds.json)"
+    )
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    args = parser.parse_args(argv)
+    for row in summarize_sweep(args.tracking_uri, args.parent_run_id, args.out):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
