@@ -11,12 +11,15 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
 
 from xnornet.data.datamodule import NpzDataModule
 from xnornet.errors import XnornetError
 from xnornet.nn.classifier import ClassifierModule
+from xnornet.nn.resume import AtomicCheckpointIO
 from xnornet.tracking import run_tags, tracking_uri
 
 
@@ -47,14 +50,25 @@ def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassifierModule:
     return ClassifierModule(net, optimizer, scheduler, cfg.train.clip_latent_weights)
 
 
-def build_logger(cfg: DictConfig, run_name: str, stage: str, **tags: str) -> MLFlowLogger:
-    return _build(cfg.logger.lightning, "logger", run_name=run_name, tracking_uri=tracking_uri(cfg),
-                  tags=run_tags(stage, **tags))  # fmt: skip
+def build_logger(
+    cfg: DictConfig, run_name: str, stage: str, run_id: str | None = None, **tags: str
+) -> MLFlowLogger:
+    """The stage's MLflow logger; ``run_id`` continues that run (a resumed training) when the
+    store still holds it, else a new run starts."""
+    uri = tracking_uri(cfg)
+    if run_id is not None:
+        try:
+            MlflowClient(uri).get_run(run_id)
+        except MlflowException:
+            run_id = None
+    return _build(cfg.logger.lightning, "logger", run_name=run_name, tracking_uri=uri,
+                  tags=run_tags(stage, **tags), run_id=run_id)  # fmt: skip
 
 
 def build_trainer(cfg: DictConfig, **kwargs) -> pl.Trainer:
-    """conf/train's trainer node; the stage adds the logger and callbacks."""
-    return _build(cfg.train.trainer, "train", **kwargs)
+    """conf/train's trainer node; the stage adds the logger and callbacks. Every checkpoint it
+    writes goes through a temporary file and a rename, so a kill never leaves a truncated one."""
+    return _build(cfg.train.trainer, "train", plugins=[AtomicCheckpointIO()], **kwargs)
 
 
 def load_trained_net(cfg: DictConfig, ckpt: Path) -> torch.nn.Module:

@@ -7,6 +7,7 @@ arguments; ``python -m xnornet <stage>`` is the same command without the console
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 import sys
 
@@ -27,4 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: unknown stage {stage!r}\n{USAGE}", file=sys.stderr)
         sys.exit(2)
     sys.argv = [f"xnornet {stage}", *rest]  # Hydra parses sys.argv
+    # Lightning's DDP launcher starts each further rank as `python -m <__main__.__spec__.name>
+    # <sys.argv[1:]>`: naming the stage module there makes that `python -m xnornet.stages.<stage>`.
+    sys.modules["__main__"].__spec__ = importlib.util.find_spec(f"xnornet.stages.{stage}")
     importlib.import_module(f"xnornet.stages.{stage}").main()

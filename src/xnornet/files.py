@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import hashlib
 import json
 import os
@@ -59,11 +60,14 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; it replaces ``path`` only if the block succeeds.
 
-    Works for files and directories alike, so a failed stage leaves the old output (or none).
+    Works for files and directories alike, so a failed stage leaves the old output (or none). The
+    temporary folder's name holds the writer's process id: a process killed outright (SIGKILL, power
+    loss) cannot clean up, so the next write of the same path removes what dead writers left.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    remove_dead_writers_litter(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent)) / path.name
     try:
         yield tmp
         if not tmp.exists():
@@ -73,6 +77,28 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def remove_dead_writers_litter(path: Path) -> list[Path]:
+    """Remove the temporary folders of ``atomic_path(path)`` whose writer process is gone (on this
+    host; a live writer's folder is left alone), and return them."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        pid = tmp.name[len(path.name) + 2 :].partition(".")[0]
+        if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

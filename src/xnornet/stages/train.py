@@ -1,17 +1,19 @@
-"""DVC stage `train@<variant>`: xnornet train model=fp|bwn|xnor (a Hydra multirun sweep with -m)."""
+"""DVC stage `train@<variant>`: xnornet train model=fp|bwn|xnor (a Hydra multirun sweep with -m).
+
+A run killed midway resumes from its last epoch when rerun, to the same result (xnornet.nn.resume).
+"""
 
 from __future__ import annotations
-
-import time
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
 from xnornet.builders import build_datamodule, build_logger, build_module, build_net, build_trainer
-from xnornet.files import atomic_path
+from xnornet.nn.distributed import test_metrics
 from xnornet.nn.epoch_history import EpochHistory
 from xnornet.nn.layers import count_params
+from xnornet.nn.resume import ResumeState, config_digest, discard, resumable
 from xnornet.stages import output_root, stage_main, sweep_suffix
 from xnornet.tracking import ensure_experiment, flat_params, log_datasets, record
 
@@ -35,22 +37,29 @@ def main(cfg: DictConfig) -> None:
     datamodule, net = build_datamodule(cfg), build_net(cfg)
     datamodule.setup()
     module = build_module(cfg, net)
+    # the last end-of-epoch state, outside the DVC outputs (DVC deletes those before rerunning)
+    resume_path = root / cfg.train.checkpoint_dir / variant / "last.ckpt"
+    digest = config_digest(cfg, [path for _, path, _ in datamodule.sources()])
+    resume = resumable(resume_path, digest) if cfg.train.resume else None
     ensure_experiment(cfg)
-    logger = build_logger(cfg, f"train-{variant}{sweep_suffix()}", f"train@{variant}", variant=variant)
-    logger.log_hyperparams(flat_params(cfg))
-    log_datasets(logger.experiment, logger.run_id, datamodule.sources())
+    run_name, stage = f"train-{variant}{sweep_suffix()}", f"train@{variant}"
+    run_id = resume["mlflow_run_id"] if resume else None
+    logger = build_logger(cfg, run_name, stage, run_id=run_id, variant=variant)
+    if logger.run_id != run_id:  # a new run; a continued one has its params and inputs already
+        logger.log_hyperparams(flat_params(cfg))
+        log_datasets(logger.experiment, logger.run_id, datamodule.sources())
     history = EpochHistory()
-    trainer = build_trainer(cfg, logger=logger, callbacks=[history])
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    train_seconds = time.perf_counter() - start
-    test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-
+    resume_state = [ResumeState(resume_path, digest)] if cfg.train.resume else []
+    trainer = build_trainer(cfg, logger=logger, callbacks=[history, *resume_state])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path if resume else None, weights_only=True)
+    test = test_metrics(trainer, module, datamodule)
     out = {"ckpt": root / cfg.paths.models_dir / f"{variant}.ckpt",
            "curve": root / cfg.paths.plots_dir / f"train_{variant}.csv",
            "metrics": root / cfg.paths.metrics_dir / f"train_{variant}.json"}  # fmt: skip
-    with atomic_path(out["ckpt"]) as tmp:  # a crash never leaves a half-written checkpoint
-        trainer.save_checkpoint(tmp, weights_only=True)  # the network and loops; no optimizer state
+    # the network and loops, no optimizer; atomic. Every rank calls it (a barrier), rank 0 writes
+    trainer.save_checkpoint(out["ckpt"], weights_only=True)
+    if not trainer.is_global_zero:  # DDP: rank 0 alone writes outputs and logs
+        return
     history.write_csv(out["curve"])
     total, binary = count_params(net)
     epochs = trainer.current_epoch
@@ -60,15 +69,16 @@ def main(cfg: DictConfig) -> None:
         "test_top5": round(float(test["test_top5"]), 6),
         "val_acc": round(history.rows[-1]["val_acc"], 6),
         "epochs": epochs,
-        "train_seconds": round(train_seconds, 2),
-        "seconds_per_epoch": round(train_seconds / max(epochs, 1), 2),
+        "train_seconds": round(history.seconds, 2),
+        "seconds_per_epoch": round(history.seconds / max(epochs, 1), 2),
         "params_total": total,
         "params_binary": binary,
         "threads": torch.get_num_threads(),
     }
     record(logger.experiment, logger.run_id, metrics, out["metrics"], [out["ckpt"], out["curve"]])
     logger.finalize("success")
-    print(f"{variant}: test_acc={metrics['test_acc']:.4f} ({epochs} epochs, {train_seconds:.0f} s)")
+    discard(resume_path)  # the run is complete: a rerun trains afresh rather than resuming a finished run
+    print(f"{variant}: test_acc={metrics['test_acc']:.4f} ({epochs} epochs, {history.seconds:.0f} s)")
 
 
 if __name__ == "__main__":
