@@ -87,7 +87,7 @@ def test_fetch_stage_cli_reports_one_line_and_writes_nothing(tmp_path):
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines()[-1].startswith("error: train-images-idx3-ubyte.gz: md5")
+    assert out.stderr.strip().splitlines()[-1].startswith("error: fetch: train-images-idx3-ubyte.gz: md5")
     assert not (tmp_path / "out").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
             images, labels = f["images"], f["labels"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # truncated: a bad zip
         raise XnornetError(f"{path}: not a valid dataset file ({e})") from e
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
         raise XnornetError(f"{path}: expected uint8 images (N,H,W[,C]) and N labels")

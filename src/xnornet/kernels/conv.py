@@ -78,6 +78,8 @@ class BinaryConvWeights:
     def from_float(cls, weight: np.ndarray, stride: int = 1, padding: int = 0) -> BinaryConvWeights:
         """Pack sign(W) of a float32 (Cout, C, kh, kw) weight."""
         _check(weight, "weight", np.float32, ndim=4)
+        if not np.isfinite(weight).all():  # sign(NaN) is neither +1 nor -1
+            raise ValueError("weight has NaN or infinite values; expected finite float32 weights")
         cout, c, kh, kw = weight.shape
         rows = np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(cout * kh, kw * c)
         bits = pack_bits(rows, threads=1).reshape(cout, -1)
@@ -137,6 +139,15 @@ def im2col_bits(x: PackedActivations, weights: BinaryConvWeights, threads: int |
     """(B·Ho·Wo, kh·segment_words) uint64: every receptive field's bits, in the weights' layout."""
     if not isinstance(x, PackedActivations):
         raise TypeError(f"x must be PackedActivations (see pack_nhwc), got {type(x).__name__}")
+    if not isinstance(weights, BinaryConvWeights):
+        raise TypeError(f"weights must be BinaryConvWeights (see from_float), got {type(weights).__name__}")
+    _check(x.bits, "x.bits", np.uint64, ndim=2)
+    dims = (x.batch, x.height, x.width, x.channels)
+    if not all(type(d) is int or isinstance(d, np.integer) for d in dims) or min(dims) < 1:
+        raise ValueError(f"x has batch, height, width, channels {dims}; expected positive integers")
+    if x.bits.shape != (x.batch * x.height, n_words(x.width * x.channels)):
+        raise ValueError(f"x.bits has shape {x.bits.shape}, a {x.batch}×{x.height}×{x.width}×{x.channels} "
+                         f"batch packs to {(x.batch * x.height, n_words(x.width * x.channels))}")  # fmt: skip
     if x.channels != weights.in_channels:
         raise ValueError(f"x has {x.channels} channels, the weights expect {weights.in_channels}")
     ho, wo = weights.output_hw(x.height, x.width)

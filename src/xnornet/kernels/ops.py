@@ -104,6 +104,25 @@ def _check_k(k, words: int) -> int:
     return int(k)
 
 
+def _check_columns(columns) -> None:
+    """A PackedColumns built by hand must still have the layout the kernel reads, or it would read
+    past the panels."""
+    if not isinstance(columns, PackedColumns):
+        raise TypeError(
+            f"columns must be PackedColumns (see PackedColumns.from_bits), got {type(columns).__name__}"
+        )
+    _check(columns.panels, "columns.panels", np.uint64, ndim=3)
+    p, words, width = columns.panels.shape
+    if isinstance(columns.n, bool) or not isinstance(columns.n, int | np.integer) or columns.n < 1:
+        raise ValueError(f"columns.n must be a positive integer, got {columns.n!r}")
+    if width != PANEL or p != -(-columns.n // PANEL):
+        raise ValueError(f"columns.panels must have shape ({-(-columns.n // PANEL)}, W, {PANEL}), "
+                         f"got {columns.panels.shape}")  # fmt: skip
+    k = columns.k  # a conv's rows are padded per kernel row, so k may need fewer words than W
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= 64 * words:
+        raise ValueError(f"columns.k={k!r} must be an integer between 1 and 64·words = {64 * words}")
+
+
 def _optional_f32(arr, name: str, size: int) -> np.ndarray | None:
     if arr is None:
         return None
@@ -129,6 +148,7 @@ def gemm_packed(
     ``alpha[n]·(dot − corr[m mod P, n])·row_scale[m] + bias[n] + residual[m, n]`` (then max(·, 0)
     with ``relu``): a following BatchNorm's scale, a ResNet shortcut and its ReLU in the same pass."""
     _check(a_bits, "a_bits", np.uint64, ndim=2)
+    _check_columns(columns)
     if a_bits.shape[1] != columns.words:
         raise ValueError(f"a_bits has {a_bits.shape[1]} words per row, columns have {columns.words}")
     m, n = a_bits.shape[0], columns.n
@@ -188,6 +208,8 @@ def binary_linear(
 def _channel_rows(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, int]:
     """Validate channels-last x (R, ..., C) and its per-channel scale/shift; x as (R, rest·C)."""
     _check(x, "x", np.float32, min_ndim=2)
+    if min(x.shape) < 1:
+        raise ValueError(f"x must have non-empty dimensions, got shape {x.shape}")
     c = x.shape[-1]
     for arr, name in ((scale, "scale"), (shift, "shift")):
         _check(arr, name, np.float32, ndim=1)

@@ -293,6 +293,9 @@ class PackedEngine:
             raise ValueError(
                 f"input must have shape (B, {', '.join(map(str, self.input_shape))}), got {x.shape}"
             )
+        if not np.isfinite(x).all():  # sign(NaN) is no ±1: the prediction would be meaningless
+            bad = int(x.size - np.isfinite(x).sum())
+            raise ValueError(f"input has {bad} NaN or infinite values; expected finite float32 images")
 
     def _run(self, x: np.ndarray, seconds: dict[str, float] | None = None, largest: list[int] | None = None):
         """Every step in order on one chunk; a value is dropped as soon as its last reader has run."""
@@ -329,5 +332,5 @@ class PackedEngine:
 def load_engine(path: Path | str, threads: int | None = None) -> PackedEngine:
     try:
         return PackedEngine.from_file(path, threads)
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:  # a graph that does not fit
         raise XnornetError(f"{path}: cannot build the engine ({e})") from e

@@ -63,7 +63,18 @@ class PackedModel:
     info: dict  # variant, net, input_shape, …
 
 
+def check_finite(tensors: dict[str, np.ndarray], where: str) -> None:
+    """Every float tensor finite: a NaN or inf weight, scale or threshold makes every prediction
+    that reads it meaningless, so it is refused by name rather than run."""
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.dtype.kind == "f" and not np.isfinite(t).all():
+            bad = int(t.size - np.isfinite(t).sum())
+            raise XnornetError(f"{where}: {name} has {bad} NaN or infinite values; expected finite numbers")
+
+
 def save_packed(model: PackedModel, path: Path) -> None:
+    check_finite(model.tensors, f"{path} (packing)")
     arch = json.dumps(model.architecture, sort_keys=True)
     info = json.dumps(model.info, sort_keys=True)
     metadata = {"format": FORMAT, "version": str(VERSION), "architecture": arch, "info": info,
@@ -72,12 +83,42 @@ def save_packed(model: PackedModel, path: Path) -> None:
         save_file(model.tensors, str(tmp), metadata=metadata)
 
 
+LEAST = {  # op → integer field → its least value: the geometry the engine reads
+    "conv": {"in": 1, "out": 1, "stride": 1, "padding": 0},
+    "linear": {"in": 1, "out": 1},
+    "maxpool": {"kernel": 1, "stride": 1, "padding": 0},
+    "avgpool": {"kernel": 1, "stride": 1, "padding": 0},
+    **{op: {"channels": 1} for op in ("threshold", "scale", "affine")},
+}
+FLAGS = ("binary", "binary_input", "bias", "scale_activations")  # the booleans of conv and linear
+
+
+def check_spec(i: int, spec: dict) -> None:
+    """Layer ``i``'s fields have the types and ranges the engine needs (a digest proves only
+    that nobody changed the file since it was written, not that the writer was right)."""
+    op = spec.get("op")
+    for field, least in LEAST.get(op, {}).items():
+        value = spec.get(field)
+        if type(value) is not int or value < least:
+            raise ValueError(f"layer {i} ({op}): {field} must be an integer >= {least}, got {value!r}")
+    kernel = spec.get("kernel")
+    if op == "conv" and not (isinstance(kernel, list) and len(kernel) == 2
+                             and all(type(k) is int and k >= 1 for k in kernel)):  # fmt: skip
+        raise ValueError(f"layer {i} (conv): kernel must be two integers >= 1, got {kernel!r}")
+    for flag in FLAGS if op in ("conv", "linear") else ():
+        if type(spec.get(flag)) is not bool:
+            raise ValueError(f"layer {i} ({op}): {flag} must be true or false, got {spec.get(flag)!r}")
+
+
 def expected_tensors(arch: list[dict]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Name → (shape, dtype) that each layer spec requires: the file must hold exactly these."""
     want: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     f32, u64 = np.dtype(np.float32), np.dtype(np.uint64)
+    if not isinstance(arch, list) or not all(isinstance(spec, dict) for spec in arch) or not arch:
+        raise ValueError("the architecture must be a non-empty list of layer specs")
     for i, spec in enumerate(arch):
         op = spec["op"]
+        check_spec(i, spec)
         if op in ("conv", "linear"):
             shape = weight_shape(spec)
             if spec["binary"]:
@@ -138,4 +179,5 @@ def load_packed(path: Path | str) -> PackedModel:
     for i, spec in enumerate(arch):
         if spec["op"] in ("conv", "linear") and spec["binary"]:
             unpack_weight_signs(tensors[f"{i}.weight_bits"], spec, f"{path}: layer {i}")
+    check_finite(tensors, str(path))
     return PackedModel(arch, tensors, info)

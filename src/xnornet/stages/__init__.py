@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from xnornet.errors import XnornetError
+from xnornet import quiet
+from xnornet.errors import full_errors, report_failure  # not "report": a stage module of that name
+from xnornet.preflight import check_output_dir, check_override_types, check_tracking_uri, value_overrides
 
 _MISSING = object()
 SWEPT_KEYS_ENV = "XNORNET_SWEPT_KEYS"  # the keys a sweep varies, set by xnornet.sweep for its jobs
@@ -46,24 +47,88 @@ def only(cfg: DictConfig, keys: tuple[str, ...]) -> DictConfig:
     return sub
 
 
-def stage_main(*reads: str) -> Callable[[Callable[[DictConfig], object]], Callable[[], None]]:
-    """Make ``fn(cfg)`` a stage: a Hydra app that sees only the config keys in ``reads``, and
-    whose bad input exits 1 with one line instead of a traceback."""
+def stage_main(
+    *reads: str, writes: tuple[str, ...] = ()
+) -> Callable[[Callable[[DictConfig], object]], Callable[..., object]]:
+    """Make ``fn(cfg)`` a stage: a Hydra app that sees only the config keys in ``reads``.
 
-    def wrap(fn: Callable[[DictConfig], object]) -> Callable[[], None]:
+    Any failure, Hydra's own config errors included, exits 1 with one line naming the input, and
+    the traceback goes to the error log (xnornet.errors); KeyboardInterrupt passes through, and
+    ``HYDRA_FULL_ERROR=1`` shows the traceback instead. Before ``fn`` runs, command-line values
+    are checked against the types of the defaults they replace, and every ``paths.*`` key it
+    reads that does not exist yet, and every key in ``writes``, is proved a writable directory, so
+    a bad value fails at once rather than after training (xnornet.preflight)."""
+
+    def wrap(fn: Callable[[DictConfig], object]) -> Callable[..., object]:
+        stage = fn.__module__.rsplit(".", 1)[-1]
+
         @functools.wraps(fn)
-        def run(cfg: DictConfig) -> None:
+        def run(cfg: DictConfig) -> object:
             try:
-                fn(only(cfg, reads))
-            except XnornetError as e:
-                print(f"error: {e}", file=sys.stderr)
-                sys.exit(1)
+                preflight(cfg, reads, writes)
+                return fn(only(cfg, reads))  # a sweeper's objective (Hydra's optuna sweeper reads it)
+            except Exception as e:  # KeyboardInterrupt and SystemExit are not Exceptions
+                if _show_tracebacks():
+                    raise
+                report_failure(stage, e)
 
-        app = hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")(run)
+        hydra_app = hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")(run)
+
+        @functools.wraps(fn)
+        def app(cfg_passthrough: DictConfig | None = None) -> object:
+            quiet.install()
+            if cfg_passthrough is not None:  # a test's composed config: no command line to parse
+                return hydra_app(cfg_passthrough)
+            global _user_full_errors
+            _user_full_errors = full_errors()
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us, instead of printing them
+            try:
+                hydra_app()
+            except Exception as e:  # Hydra's compose and override errors: the app never ran
+                if _user_full_errors:
+                    raise
+                report_failure(stage, e)
+            finally:
+                if not _user_full_errors:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                _user_full_errors = None
+
         app.reads = reads  # what the dependency test of dvc.yaml checks the stage's params against
         return app
 
     return wrap
+
+
+# HYDRA_FULL_ERROR as the user set it, while an app runs from the command line (None: a test's call)
+_user_full_errors: bool | None = None
+
+
+def _show_tracebacks() -> bool:
+    return full_errors() if _user_full_errors is None else _user_full_errors
+
+
+def preflight(cfg: DictConfig, reads: tuple[str, ...], writes: tuple[str, ...]) -> None:
+    """The checks of xnornet.preflight on this run's config and command line."""
+    if _user_full_errors is not None and HydraConfig.initialized():  # a command line to check
+        hc = HydraConfig.get()
+        overrides = list(hc.overrides.task)
+        groups = {g.split("@")[0] for g in hc.runtime.choices}
+        keys = value_overrides(overrides, groups)
+        if keys:
+            base_overrides = [o for o in overrides if o.partition("=")[0].lstrip("+~") in groups]
+            try:
+                base = hydra.compose(config_name="config", overrides=base_overrides)
+            except Exception:  # the config composed once already; nothing to compare against
+                base = None
+            if base is not None:
+                check_override_types(cfg, base, keys)
+    for key in dict.fromkeys([*(k for k in reads if k.startswith("paths.")), *writes]):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str) and value:
+            path = Path(value)  # one not there yet is an output to be: prove it can be made
+            check_output_dir(key, path, probe=key in writes or not path.exists())
+    if "logger" in reads:
+        check_tracking_uri(OmegaConf.select(cfg, "logger.tracking_uri"))
 
 
 def output_root() -> Path:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xnornet.benchmark.suite import mlflow_metrics, print_table, run_bench
+from xnornet.errors import XnornetError
 from xnornet.files import write_csv, write_metrics
 from xnornet.reporting.charts import speedup_chart, thread_scaling_chart
 from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
 
-@stage_main("bench", "paths.metrics_dir", "paths.plots_dir", "logger")
+@stage_main("bench", "paths.metrics_dir", "paths.plots_dir", "logger",
+            writes=("paths.metrics_dir", "paths.plots_dir"))  # fmt: skip
 def main(cfg: DictConfig) -> None:
+    if not isinstance(cfg.bench.shapes, ListConfig) or not cfg.bench.shapes:
+        raise XnornetError(f"bench.shapes={cfg.bench.shapes}: expected a non-empty list of layer shapes")
     rows, summary = run_bench(OmegaConf.to_container(cfg.bench))
     metrics_path = Path(cfg.paths.metrics_dir) / "bench.json"
     plots = Path(cfg.paths.plots_dir)

@@ -13,7 +13,8 @@ from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
 
-@stage_main("bench_network", "paths.metrics_dir", "paths.plots_dir", "logger")
+@stage_main("bench_network", "paths.metrics_dir", "paths.plots_dir", "logger",
+            writes=("paths.metrics_dir", "paths.plots_dir"))  # fmt: skip
 def main(cfg: DictConfig) -> None:
     rows, summary = run_bench_network(cfg.bench_network)
     metrics_path = Path(cfg.paths.metrics_dir) / "bench_network.json"

@@ -12,11 +12,13 @@ from omegaconf import DictConfig
 
 from xnornet.benchmark.network import nin_speed, time_engine_vs_torch
 from xnornet.builders import build_datamodule, input_shape, load_trained_net
+from xnornet.errors import XnornetError
 from xnornet.machine import resolve_thread_counts
 from xnornet.packed.agreement import agreement, batched, torch_logits
 from xnornet.packed.engine import load_engine
 from xnornet.packed.inference_form import check_architecture
 from xnornet.packed.memory import markdown_table, memory_metrics, memory_table, write_memory_reports
+from xnornet.preflight import check_finite_state, check_output_dir
 from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
@@ -31,13 +33,22 @@ from xnornet.tracking import stage_run
     "logger",
     "evaluate",
     "packed",
+    writes=("paths.metrics_dir",),
 )
 def main(cfg: DictConfig) -> None:
     variant, e = cfg.model.name, cfg.evaluate
-    (threads,) = resolve_thread_counts([e.threads])
+    try:
+        (threads,) = resolve_thread_counts([e.threads])
+    except (ValueError, TypeError) as err:
+        raise XnornetError(f"evaluate.threads={e.threads}: expected a positive integer or 'all'") from err
+    if isinstance(e.batch_size, bool) or not isinstance(e.batch_size, int) or e.batch_size < 1:
+        raise XnornetError(f"evaluate.batch_size={e.batch_size}: expected a positive integer")
     packed_path = Path(cfg.packed)
     engine = load_engine(packed_path, threads)
-    net = load_trained_net(cfg, Path(cfg.paths.models_dir) / f"{variant}.ckpt")
+    check_output_dir("reports", Path("reports"), probe=True)
+    ckpt = Path(cfg.paths.models_dir) / f"{variant}.ckpt"
+    net = load_trained_net(cfg, ckpt)
+    check_finite_state(net.state_dict(), ckpt)
     check_architecture(net, engine.model.architecture, input_shape(cfg), packed_path, variant)
 
     dm = build_datamodule(cfg)

@@ -13,7 +13,7 @@ from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
 
-@stage_main("data", "paths.data_dir", "logger")
+@stage_main("data", "paths.data_dir", "logger", writes=("paths.data_dir",))
 def main(cfg: DictConfig) -> None:
     splits = fetch_dataset(cfg.data)
     write_splits(splits, Path(cfg.paths.data_dir))

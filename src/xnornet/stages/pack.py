@@ -11,6 +11,7 @@ from xnornet.errors import XnornetError
 from xnornet.packed.file_format import load_packed, save_packed
 from xnornet.packed.inference_form import pack_network
 from xnornet.packed.memory import float_state_bytes
+from xnornet.preflight import check_finite_state, check_output_dir
 from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
@@ -20,11 +21,18 @@ def main(cfg: DictConfig) -> None:
     variant = cfg.model.name
     if not cfg.model.binarization.weights:
         raise XnornetError(f"model={variant} has no binary weights to pack (use bwn or xnor)")
-    net = load_trained_net(cfg, Path(cfg.paths.models_dir) / f"{variant}.ckpt")
-    packed = pack_network(net, input_shape(cfg), variant=variant, network=cfg.net._target_)
     out = Path(cfg.packed)
+    check_output_dir("packed", out.parent, probe=True, shown=out)
+    ckpt = Path(cfg.paths.models_dir) / f"{variant}.ckpt"
+    net = load_trained_net(cfg, ckpt)
+    check_finite_state(net.state_dict(), ckpt)
+    packed = pack_network(net, input_shape(cfg), variant=variant, network=cfg.net._target_)
     save_packed(packed, out)
-    load_packed(out)  # verify what was written
+    try:
+        load_packed(out)  # verify what was written
+    except XnornetError:
+        out.unlink(missing_ok=True)  # a file that does not read back is no output
+        raise
     float_bytes = float_state_bytes(net)
     metrics = {"packed_bytes": out.stat().st_size, "float_bytes": float_bytes,
                "compression": round(float_bytes / out.stat().st_size, 2)}  # fmt: skip

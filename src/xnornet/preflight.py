@@ -1,0 +1,138 @@
+"""Checks a stage runs before any work, so bad input fails in a second and names the input.
+
+- A command-line value whose type differs from the default it replaces (``train.lr=abc``,
+  ``train.batch_size=foo``, ``bench.shapes=3``) is refused by name before it reaches a library
+  deep inside training, whose error would name neither the key nor what it expected.
+- An output location that cannot be created or written (under a regular file, on a read-only or
+  virtual file system) is refused before hours of training produce results nowhere to go.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from xnornet.errors import XnornetError
+
+_MISSING = object()
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean (true/false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, list | ListConfig):
+        return "a list"
+    if isinstance(value, dict | DictConfig):
+        return "a mapping"
+    return "a string"
+
+
+def type_problem(default: object, value: object) -> str | None:
+    """What is wrong with ``value`` replacing ``default``; None when it fits. A null default
+    takes anything; a string default takes any scalar (``evaluate.threads: all`` or ``2``)."""
+    if default is None or value is None:
+        return None
+    want, got = _kind(default), _kind(value)
+    if want == "a number" and got == "an integer":
+        return None
+    if want == "a string" and got not in ("a list", "a mapping"):
+        return None
+    if want != got:
+        return f"expected {want} like the default {default!r}, got {got} {value!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"expected a finite number, got {value!r}"
+    return None
+
+
+def value_overrides(overrides: list[str], groups: set[str]) -> list[str]:
+    """The dotted keys that plain ``key=value`` overrides set (not groups, additions or deletions)."""
+    keys = []
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if sep and not key.startswith(("+", "~", "hydra.")) and key.split("@")[0] not in groups:
+            keys.append(key)
+    return keys
+
+
+def check_override_types(cfg: DictConfig, base: DictConfig, keys: list[str]) -> None:
+    """Each overridden key's value in ``cfg`` against its value in ``base`` (the same config
+    without the value overrides)."""
+    for key in keys:
+        try:
+            default = OmegaConf.select(base, key, default=_MISSING)
+            value = OmegaConf.select(cfg, key, default=_MISSING)
+        except Exception:  # an interpolation that only resolves later: nothing to compare
+            continue
+        if default is _MISSING or value is _MISSING:
+            continue
+        problem = type_problem(default, value)
+        if problem:
+            shown = value if not isinstance(value, DictConfig | ListConfig) else OmegaConf.to_container(value)
+            raise XnornetError(f"{key}={shown}: {problem}")
+
+
+def check_output_dir(key: str, path: Path, probe: bool, shown: object = None) -> None:
+    """``path`` (from config ``key``, whose value is ``shown`` if not ``path``) can hold outputs:
+    it is, or can be made, a directory. With ``probe``, a scratch directory is created and
+    removed in it (or in its nearest existing parent) to prove it is writable: permission bits
+    say nothing for root or a read-only mount."""
+    name = f"{key}={path if shown is None else shown}"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise XnornetError(f"{name}: {where}; expected a directory")
+    if probe:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".xnornet-probe.", dir=existing))
+        except OSError as e:
+            raise XnornetError(
+                f"{name}: cannot write in {existing} ({e.strerror}); expected a writable directory"
+            ) from e
+
+
+def check_tracking_uri(uri: object, key: str = "logger.tracking_uri") -> None:
+    """An MLflow URI that cannot be opened fails now, not after the stage wrote its outputs: a
+    sqlite store must be a file in a writable directory; another scheme must be one MLflow knows
+    (a server is not contacted here: MLflow's own retries say when it is down)."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise XnornetError(f"{key}={uri!r}: expected an MLflow tracking URI such as sqlite:///mlflow.db")
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        db = Path(uri[len(prefix) :])
+        if db.is_dir():
+            raise XnornetError(f"{key}={uri}: {db} is a directory; expected a sqlite database file")
+        check_output_dir(key, db.parent, probe=True, shown=uri)
+        return
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    except ImportError:  # a private MLflow name moved: leave the check to MLflow itself
+        return
+    try:
+        _tracking_store_registry.get_store_builder(uri)
+    except Exception as e:
+        raise XnornetError(
+            f"{key}={uri}: MLflow cannot open this URI; expected sqlite:///<file>, http(s)://<server>, "
+            "or another scheme MLflow supports"
+        ) from e
+
+
+def check_finite_state(state: dict, source: object) -> None:
+    """Every floating tensor of a network's state (``net.state_dict()``) finite: a diverged
+    training run leaves NaN weights, which pack to meaningless bits and predict nothing."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            bad = int((~tensor.isfinite()).sum())
+            raise XnornetError(
+                f"{source}: {name} has {bad} NaN or infinite values; expected finite weights "
+                "(did training diverge? retrain with a smaller train.lr)"
+            )
