@@ -188,7 +188,8 @@ CONFIG_CASES = [  # (stage, override, what the line must name)
     ("train", "train.lr=inf", "train.lr=inf: expected a finite number"),
     ("train", "train.clip_latent_weights=maybe", "train.clip_latent_weights=maybe: expected a boolean"),
     ("train", "data.mean=0.5", "data.mean=0.5: expected a list"),
-    ("train", "trainn.lr=1", "trainn.lr"),  # a misspelt key: Hydra's own compose error
+    ("train", "trainn.lr=1", "trainn.lr is not a config key; did you mean train.lr?"),  # Hydra's error
+    ("evaluate", "evaluate.thraeds=1", "did you mean evaluate.threads?"),  # a misspelt nested key
     ("train", "model=foo", "Could not find 'model/foo'"),  # an unknown group option
     ("train", "train.lr=[", "'['"),  # override syntax
     ("train", "train.max_epochs=0", "train.max_epochs must be >= 1"),

@@ -136,3 +136,36 @@ def check_finite_state(state: dict, source: object) -> None:
                 f"{source}: {name} has {bad} NaN or infinite values; expected finite weights "
                 "(did training diverge? retrain with a smaller train.lr)"
             )
+
+
+def unknown_key(args: list[str], config_dir: str) -> XnornetError | None:
+    """For a command line with a misspelt key (``trainn.lr=1``), an error that names it and the
+    closest real key; None if every key exists (the config is composed once more to list them)."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
+    chosen = [o for o in overrides if o.partition("=")[0].lstrip("+~").split("@")[0].split("/")[0] in groups]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=chosen)
+    known: list[str] = []
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                known.append(f"{prefix}{k}")
+                walk(v, f"{prefix}{k}.")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    for override in overrides:
+        key = override.partition("=")[0]
+        if key.startswith(("+", "~", "hydra.")) or key in groups or key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return XnornetError(f"{override}: {key} is not a config key{hint} (to add a new key: +{override})")
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from xnornet import quiet
 from xnornet.errors import full_errors, report_failure  # not "report": a stage module of that name
-from xnornet.preflight import check_output_dir, check_override_types, check_tracking_uri, value_overrides
+from xnornet.preflight import (
+    check_output_dir,
+    check_override_types,
+    check_tracking_uri,
+    unknown_key,
+    value_overrides,
+)
 
 _MISSING = object()
 SWEPT_KEYS_ENV = "XNORNET_SWEPT_KEYS"  # the keys a sweep varies, set by xnornet.sweep for its jobs
@@ -87,7 +94,7 @@ def stage_main(
             except Exception as e:  # Hydra's compose and override errors: the app never ran
                 if _user_full_errors:
                     raise
-                report_failure(stage, e)
+                report_failure(stage, _with_key_hint(e))
             finally:
                 if not _user_full_errors:
                     os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -101,6 +108,20 @@ def stage_main(
 
 # HYDRA_FULL_ERROR as the user set it, while an app runs from the command line (None: a test's call)
 _user_full_errors: bool | None = None
+
+
+def _with_key_hint(e: Exception) -> Exception:
+    """Hydra's error for a key the config lacks, as one that names the closest real key."""
+    if "not in struct" not in str(e.__cause__ or ""):
+        return e
+    try:
+        hint = unknown_key(sys.argv[1:], conf_dir())
+    except Exception:  # the hint is a courtesy: never let it hide the error itself
+        return e
+    if hint is None:
+        return e
+    hint.__cause__ = e
+    return hint
 
 
 def _show_tracebacks() -> bool:
