@@ -43,12 +43,13 @@ class ClassifierModule(pl.LightningModule):
         logits = self(x)  # (B, classes)
         loss = F.cross_entropy(logits, y)
         on_step = stage == "train"
-        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=on_step)
+        sync = not on_step  # DDP: validation and test figures over every rank's share, not rank 0's
+        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, sync_dist=sync)
         acc = (logits.argmax(1) == y).float().mean()
-        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val", sync_dist=sync)
         if stage == "test":
             top5 = (logits.topk(min(5, logits.shape[1]), 1).indices == y[:, None]).any(1)
-            self.log("test_top5", top5.float().mean(), on_epoch=True)
+            self.log("test_top5", top5.float().mean(), on_epoch=True, sync_dist=True)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
