@@ -119,6 +119,9 @@ def log_traceback(stage: str, e: BaseException) -> Path | None:
 
 def report_failure(stage: str, e: BaseException) -> NoReturn:
     """Print the one line for ``e`` (the traceback to the log) and exit with status 1."""
+    if isinstance(e, BrokenPipeError):  # `xnornet train --help | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(141)  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
     log = log_traceback(stage, e)
     where = f" (traceback: {log})" if log is not None else ""
     # "\r": the line starts at column 0 even after a progress bar that left the cursor mid-line
