@@ -18,13 +18,6 @@ from mlflow.tracking import MlflowClient
 from conftest import CONF, REPO
 from xnornet.stages.train import main as train_stage
 
-# The sweeper reads the objective from the task function's return value. Until the train stage
-# returns its validation accuracy (stage_main passes fn's value on, train's main returns val_acc),
-# Optuna gets None and the sweep fails: strict, so the markers must go once the change lands.
-NEEDS_OBJECTIVE = pytest.mark.xfail(
-    strict=True, reason="stage_main must return fn's value and train's main its val_acc"
-)
-
 
 def search_override() -> str:
     """``hparams_search=mnist_optuna`` where conf/config.yaml lists the group (``hparams_search:
@@ -58,7 +51,6 @@ def test_search_space_is_log_lr_and_weight_decay_maximized():
     assert search_config("hydra.sweeper.n_trials=2").hydra.sweeper.n_trials == 2
 
 
-@NEEDS_OBJECTIVE
 def test_train_stage_returns_validation_accuracy(tmp_path, tiny_data_dir, cfg_train):
     val_acc = train_stage(cfg_train("fp"))
     saved = json.loads((tmp_path / "metrics" / "train_fp.json").read_text())
@@ -66,7 +58,6 @@ def test_train_stage_returns_validation_accuracy(tmp_path, tiny_data_dir, cfg_tr
 
 
 @pytest.mark.slow
-@NEEDS_OBJECTIVE
 def test_two_trial_search_reports_the_best_validation_accuracy(tmp_path, tiny_data_dir):
     db, sweep_dir = tmp_path / "mlflow.db", tmp_path / "multirun"
     cmd = [sys.executable, "-m", "xnornet", "train", "-m", search_override(),

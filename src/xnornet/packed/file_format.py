@@ -25,6 +25,7 @@ from xnornet.errors import XnornetError
 from xnornet.files import atomic_path
 from xnornet.kernels import unpack_signs
 from xnornet.kernels.ops import n_words
+from xnornet.packed.canonical import canonicalize_header
 
 FORMAT = "xnornet-packed"
 VERSION = 2  # 2: a graph (each layer names its inputs); the digest covers the info metadata too
@@ -81,6 +82,7 @@ def save_packed(model: PackedModel, path: Path) -> None:
                 "sha256": digest(arch, info, model.tensors)}  # fmt: skip
     with atomic_path(path) as tmp:
         save_file(model.tensors, str(tmp), metadata=metadata)
+        canonicalize_header(tmp)  # safetensors orders the metadata at random: same model, same bytes
 
 
 LEAST = {  # op → integer field → its least value: the geometry the engine reads

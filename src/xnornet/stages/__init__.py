@@ -67,7 +67,8 @@ def stage_main(
     a bad value fails at once rather than after training (xnornet.preflight)."""
 
     def wrap(fn: Callable[[DictConfig], object]) -> Callable[..., object]:
-        stage = fn.__module__.rsplit(".", 1)[-1]
+        module = fn.__module__ if fn.__module__ != "__main__" else sys.modules["__main__"].__spec__.name
+        stage = module.rsplit(".", 1)[-1]  # a DDP rank runs the stage as __main__ (python -m …)
 
         @functools.wraps(fn)
         def run(cfg: DictConfig) -> object:

@@ -28,8 +28,10 @@ from xnornet.tracking import ensure_experiment, flat_params, log_datasets, recor
     "paths.plots_dir",
     "paths.metrics_dir",
     "logger",
+    writes=("paths.models_dir", "paths.metrics_dir", "paths.plots_dir"),
 )
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Train one variant; returns its validation accuracy, the objective of an Optuna search."""
     variant, root = cfg.model.name, output_root()
     if cfg.train.threads:
         torch.set_num_threads(int(cfg.train.threads))
@@ -59,7 +61,7 @@ def main(cfg: DictConfig) -> None:
     # the network and loops, no optimizer; atomic. Every rank calls it (a barrier), rank 0 writes
     trainer.save_checkpoint(out["ckpt"], weights_only=True)
     if not trainer.is_global_zero:  # DDP: rank 0 alone writes outputs and logs
-        return
+        return None
     history.write_csv(out["curve"])
     total, binary = count_params(net)
     epochs = trainer.current_epoch
@@ -79,6 +81,7 @@ def main(cfg: DictConfig) -> None:
     logger.finalize("success")
     discard(resume_path)  # the run is complete: a rerun trains afresh rather than resuming a finished run
     print(f"{variant}: test_acc={metrics['test_acc']:.4f} ({epochs} epochs, {history.seconds:.0f} s)")
+    return metrics["val_acc"]
 
 
 if __name__ == "__main__":
