@@ -11,13 +11,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO
+from xnornet.machine import usable_cores
 
 
 @pytest.mark.slow
 def test_four_parallel_jobs_are_children_of_one_sweep_run(tmp_path, tiny_data_dir):
     db = tmp_path / "mlflow.db"
     cmd = [sys.executable, "-m", "xnornet", "train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-           "model=fp,xnor", "seed=0,1", "train.threads=1", "train.max_epochs=1", "train.batch_size=50",
+           "model=fp,xnor", "seed=0,1", "train.max_epochs=1", "train.batch_size=50",
            "train.progress_bar=false", "data.val_size=100", f"paths.data_dir={tiny_data_dir}",
            f"logger.tracking_uri=sqlite:///{db}", f"logger.artifact_dir={tmp_path}/mlartifacts",
            f"hydra.sweep.dir={tmp_path}/multirun", f"sweep_summary={tmp_path}/summary.json"]  # fmt: skip
@@ -39,6 +40,8 @@ def test_four_parallel_jobs_are_children_of_one_sweep_run(tmp_path, tiny_data_di
     # each job wrote its own outputs under the sweep directory, with the same numbers
     written = sorted((tmp_path / "multirun").glob("*/metrics/train_*.json"))
     assert len(written) == 4
+    # 2 jobs at a time, no train.threads: each job's torch got its share of the cores
+    assert {json.loads(p.read_text())["threads"] for p in written} == {max(1, usable_cores() // 2)}
     accs = sorted(json.loads(p.read_text())["test_acc"] for p in written)
     assert accs == pytest.approx(sorted(r.data.metrics["test_acc"] for r in children.values()))
 

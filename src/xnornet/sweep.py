@@ -15,7 +15,8 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from xnornet.stages import SWEPT_KEYS_ENV
+from xnornet.machine import usable_cores
+from xnornet.stages import JOB_THREADS_ENV, SWEPT_KEYS_ENV
 from xnornet.sweep_summary import summarize_sweep
 from xnornet.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, tracking_uri
 
@@ -32,6 +33,26 @@ def swept_keys(overrides: list[str], sweeper_params: dict | None = None) -> list
     return list(dict.fromkeys(keys))
 
 
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs a launcher runs at once: joblib's ``n_jobs`` (-1 = every core, -2 = all but
+    one, as joblib counts), 1 for the launchers that run one job per process or host.
+
+    Examples:
+        >>> from omegaconf import OmegaConf
+        >>> joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+        >>> parallel_jobs(OmegaConf.create({"_target_": joblib, "n_jobs": 2}))
+        2
+        >>> parallel_jobs(OmegaConf.create({"_target_": joblib, "n_jobs": -1})) >= 1
+        True
+        >>> parallel_jobs(OmegaConf.create({"_target_": "hydra._internal.BasicLauncher"}))
+        1
+    """
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    n = int(launcher.get("n_jobs") or 1)
+    return n if n > 0 else max(1, usable_cores() + 1 + n)
+
+
 class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         experiment = ensure_experiment(config)
@@ -44,10 +65,12 @@ class SweepParentRun(Callback):
         )  # fmt: skip
         self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id
-        self.overrides = overrides
         params = config.hydra.sweeper.get("params")
         params = OmegaConf.to_container(params, resolve=True) if params else {}
         os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(config.hydra.overrides.task, params))
+        parallel = parallel_jobs(config.hydra.launcher)
+        if parallel > 1:  # each job's torch gets its share of the cores, unless train.threads says
+            os.environ[JOB_THREADS_ENV] = str(max(1, usable_cores() // parallel))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if not getattr(self, "run_id", None):
@@ -65,3 +88,4 @@ class SweepParentRun(Callback):
         self.client.set_terminated(self.run_id)
         os.environ.pop(PARENT_RUN_ENV, None)
         os.environ.pop(SWEPT_KEYS_ENV, None)
+        os.environ.pop(JOB_THREADS_ENV, None)

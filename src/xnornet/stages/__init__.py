@@ -30,6 +30,7 @@ from xnornet.preflight import (
 
 _MISSING = object()
 SWEPT_KEYS_ENV = "XNORNET_SWEPT_KEYS"  # the keys a sweep varies, set by xnornet.sweep for its jobs
+JOB_THREADS_ENV = "XNORNET_JOB_THREADS"  # torch threads per job of a parallel sweep (xnornet.sweep)
 
 
 def conf_dir() -> str:
@@ -158,6 +159,15 @@ def output_root() -> Path:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(".")
+
+
+def torch_threads(configured: int | None) -> int | None:
+    """The thread count to set: the configured one, else a parallel sweep's share of the cores
+    (so jobs × threads ≤ cores), else None (torch's default)."""
+    if configured:
+        return int(configured)
+    share = os.environ.get(JOB_THREADS_ENV)
+    return int(share) if share else None
 
 
 def swept_values() -> dict[str, str]:

@@ -14,7 +14,7 @@ from xnornet.nn.distributed import test_metrics
 from xnornet.nn.epoch_history import EpochHistory
 from xnornet.nn.layers import count_params
 from xnornet.nn.resume import ResumeState, config_digest, discard, resumable
-from xnornet.stages import output_root, stage_main, sweep_suffix
+from xnornet.stages import output_root, stage_main, sweep_suffix, torch_threads
 from xnornet.tracking import ensure_experiment, flat_params, log_datasets, record
 
 
@@ -33,8 +33,9 @@ from xnornet.tracking import ensure_experiment, flat_params, log_datasets, recor
 def main(cfg: DictConfig) -> float | None:
     """Train one variant; returns its validation accuracy, the objective of an Optuna search."""
     variant, root = cfg.model.name, output_root()
-    if cfg.train.threads:
-        torch.set_num_threads(int(cfg.train.threads))
+    threads = torch_threads(cfg.train.threads)
+    if threads:
+        torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, net = build_datamodule(cfg), build_net(cfg)
     datamodule.setup()
