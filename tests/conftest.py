@@ -16,6 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri (Lightning's MLFlowLogger calls it) exports MLFLOW_TRACKING_URI into
+    this process, and conf/logger reads that variable first: without this, a subprocess a later
+    test starts (dvc repro, a sweep) would log to an earlier test's store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)

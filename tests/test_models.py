@@ -54,6 +54,22 @@ def test_first_last_binary_option_binarizes_all_four_layers():
     assert layers[-1].input_quantizer is not None
 
 
+@pytest.mark.parametrize("net", ["lenet5", "resnet18"])
+def test_a_binary_last_layer_sees_both_signs(net):
+    """Its input comes through a ReLU: without the BatchNorm before it, sign would be +1 for every
+    feature of every sample, and the logits the same whatever the image (an 11% classifier)."""
+    torch.manual_seed(0)
+    cfg = compose_config(["model=xnor", "model.binarization.first_last_binary=true", f"net={net}"])
+    model = build_net(cfg).train()
+    last = binary_layers(model)[-1]
+    seen = []
+    last.register_forward_hook(lambda m, inputs, out: seen.append(last.input_quantizer(inputs[0])))
+    size = 28 if net == "lenet5" else 64
+    logits = model(torch.randn(4, cfg.net.in_channels, size, size))
+    assert (seen[0] < 0).any() and (seen[0] > 0).any()
+    assert not torch.allclose(logits[0], logits[1])
+
+
 def test_variants_differ_only_in_model_config():
     shapes = {
         v: [p.shape for p in build_net(compose_config([f"model={v}"])).parameters()]

@@ -10,12 +10,14 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,7 +65,16 @@ def log_datasets(client: MlflowClient, run_id: str, sources: list[tuple[str, Pat
         dataset = Dataset(name=name, digest=content_digest(path)[:32], source_type="local",
                           source=str(Path(path).resolve()))  # fmt: skip
         inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
-    client.log_inputs(run_id, datasets=inputs)
+    for attempt in range(5):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as e:
+            # parallel jobs race to insert the same dataset row (sqlite UNIQUE constraint); the
+            # row the winner wrote is there on the next try
+            if "UNIQUE constraint failed" not in str(e) or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def git_commit() -> str:

@@ -54,6 +54,12 @@ class Binarization:
             "gradient_quantizer": binary_gradient if binary and self.binary_gradients else None,
         }
 
+    def before_last(self, num_features: int) -> list[nn.Module]:
+        """What a binary-input last layer needs first: a BatchNorm, since its input comes from a
+        ReLU (or a residual sum through one) and sign(≥ 0) would be +1 everywhere. Nothing when the
+        last layer stays full precision, so the default networks are the paper's."""
+        return [self.batchnorm1d(num_features)] if self.first_last_binary and self.inputs else []
+
     def batchnorm1d(self, num_features: int) -> nn.Module:
         """The variant's BatchNorm over (B, C): torch's, or the shift-based one."""
         return BATCHNORMS[self.batchnorm][0](num_features, eps=BN_EPS)

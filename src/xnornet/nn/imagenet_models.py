@@ -104,6 +104,7 @@ class ResNet18(nn.Module):
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),  # (B, 512)
+            *b.before_last(512),
             QuantLinear(512, num_classes, **b.quantizers(hidden=False)),
         )
 

@@ -40,6 +40,7 @@ class LeNet5(nn.Sequential):
             b.batchnorm1d(800),
             QuantLinear(800, 500, **b.quantizers()),
             nn.ReLU(inplace=True),
+            *b.before_last(500),
             QuantLinear(500, num_classes, **b.quantizers(hidden=False)),
         )
 
