@@ -49,6 +49,7 @@ def test_ablation_rows_are_compared_with_the_seed_sweeps_xnor(tmp_path):
     (row,) = [line for line in lines if line.startswith("| shift-based BatchNorm |")]
     delta = 100 * (statistics.fmean(shift) - statistics.fmean(ACCS["xnor"]))
     assert f"| {delta:+.2f} |" in row
+    assert "| K/β activation scaling on | 0 | not run yet |" in "\n".join(lines)  # a switch not swept is said
 
 
 def test_tables_say_how_to_run_a_missing_sweep(tmp_path):

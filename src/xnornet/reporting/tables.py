@@ -163,6 +163,8 @@ def ablation_table(metrics: Path) -> list[str]:
         name = r["group"].removeprefix("ablation=")
         delta = f"{100 * (r['test_acc_mean'] - baseline['test_acc_mean']):+.2f}" if baseline else "–"
         lines.append(f"| {ABLATIONS.get(name, name)} | {r['n']} | {_pct(r)} | {delta} | {_per_seed(r)} |")
+    ran = {r["group"].removeprefix("ablation=") for r in rows}
+    lines += [f"| {what} | 0 | not run yet | – | – |" for name, what in ABLATIONS.items() if name not in ran]
     lines.append(
         "\n(each row changes one switch, conf/ablation/<name>.yaml; `xnornet train -m +experiment=ablation`)"
     )
