@@ -30,7 +30,7 @@ def test_named_deprecation_is_dropped_and_others_are_shown():
     "logger,message,dropped",
     [
         ("pytorch_lightning.utilities.rank_zero", "💡 Tip: For seamless cloud logging, try installing "
-         "[litlogger](https://pypi.org/project/litlogger/) to enable LitLogger.", True),
+         "litlogger to enable LitLogger.", True),
         ("pytorch_lightning.utilities.rank_zero", "GPU available: False, used: False", True),
         ("pytorch_lightning.utilities.rank_zero", "TPU available: False, using: 0 TPU cores", True),
         ("pytorch_lightning.utilities.rank_zero", "GPU available: True (cuda), used: True", False),

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 import xnornet.files
 from conftest import compose_config, make_idx_mirror, synthetic_digits, tiny_overrides
-from test_pipeline import copy_repo, dvc, shrink_config
+from tiny_repo import copy_repo, dvc, shrink_config
 from xnornet.files import write_metrics
 from xnornet.nn.resume import ResumeState, config_digest, resumable
 from xnornet.packed.file_format import load_packed
