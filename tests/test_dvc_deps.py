@@ -23,6 +23,7 @@ from conftest import CONF, REPO
 
 SRC = REPO / "src"
 WHOLE = "(whole file)"
+NESTED = "(nested group) "
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
 
 
@@ -107,6 +108,9 @@ def contributions(choices: dict[str, str]) -> dict[str, list[tuple[str, str | No
         text = path.read_text()
         if package:
             out.setdefault(package.split(".")[0], []).append((rel, WHOLE))
+        elif "/" in group:  # a nested group (train/optimizer) fills one key of its parent
+            top, _, inner = group.replace("/", ".").partition(".")
+            out.setdefault(top, []).append((rel, NESTED + inner))
         elif "# @package _global_" in text:
             for key in yaml.safe_load(text) or {}:
                 if key != "defaults":
@@ -129,6 +133,10 @@ def required_params(reads: tuple[str, ...], overrides: list[str]) -> dict[str, s
         for path, key in sources.get(top, []):
             if key is WHOLE:  # a file placed somewhere inside the key: needed whole
                 need.setdefault(path, set()).add(None)
+            elif key is not None and key.startswith(NESTED):  # whole, if the read reaches its key
+                inner = key[len(NESTED) :]
+                if not rest or rest == inner or rest.startswith(inner + "."):
+                    need.setdefault(path, set()).add(None)
             elif key is None:  # a group file: the key inside it, or the whole file
                 need.setdefault(path, set()).add(rest or None)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import pytorch_lightning as pl
@@ -71,4 +72,9 @@ class ClassifierModule(pl.LightningModule):
         opt = self.make_optimizer(self.parameters())
         if self.make_scheduler is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": self.make_scheduler(opt)}
+        # a per-batch schedule (nn.schedules) needs the run's length, known only to the trainer
+        takes_steps = "total_steps" in inspect.signature(self.make_scheduler).parameters
+        extra = {"total_steps": int(self.trainer.estimated_stepping_batches)} if takes_steps else {}
+        scheduler = self.make_scheduler(opt, **extra)
+        interval = getattr(scheduler, "interval", "epoch")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

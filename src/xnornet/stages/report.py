@@ -16,6 +16,7 @@ from xnornet.reporting.tables import (
     machine_line,
     network_table,
     packed_table,
+    paper_table,
     seed_table,
 )
 from xnornet.stages import stage_main
@@ -30,6 +31,7 @@ def main(cfg: DictConfig) -> None:
             "## Accuracy: LeNet-5 on MNIST", "",
             *accuracy_table(metrics), "", "![validation curves](train_curves.png)", "",
             "### Over seeds", "", *seed_table(metrics), "",
+            "### The anchors' 60-epoch recipe", "", *paper_table(metrics), "",
             "### Ablations: what each idea from the notes buys", "", *ablation_table(metrics), "",
             "## Packed models run by the XNOR-popcount engine (batch 256)", "", *packed_table(metrics), "",
             "## Binary layer vs torch float32 conv", "", *bench_table(metrics), "",
