@@ -19,9 +19,24 @@ cdef extern from "xnor_kernels.h" nogil:
         int64_t k
         int relu
 
+    ctypedef struct xn_conv_geom:
+        int64_t batch, h, c, row_words, kh, kw, stride, pad, ho, wo
+
+    ctypedef struct xn_layer_io:
+        const float *x
+        const float *scale
+        const float *shift
+        int64_t rows, k
+        uint64_t *bits
+        int64_t row_words
+        const xn_conv_geom *conv
+        uint64_t *cols
+
     int xn_cpu_isa()
-    int xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *panels, int64_t n,
-                 int64_t words, const xn_epilogue *e, int threads)
+    void xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *panels, int64_t n,
+                  int64_t words, const xn_epilogue *e, int threads)
+    void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *panels, int64_t n,
+                          int64_t words, const xn_epilogue *e, int threads)
     void xn_pack_rows(int isa, const float *x, int64_t rows, int64_t k, int64_t words,
                       uint64_t *out, int threads)
     void xn_im2col(const uint64_t *x, int64_t batch, int64_t h, int64_t c, int64_t row_words,
@@ -58,16 +73,12 @@ def im2col(const uint64_t[:, ::1] x, int64_t batch, int64_t h, int64_t c, int64_
                   threads)
 
 
-cdef int _bgemm(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
-                xn_epilogue *e, int threads) except -2:
-    cdef int rc
+cdef void _bgemm(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
+                 xn_epilogue *e, int threads):
     if a.shape[0] == 0 or n == 0:
-        return 0
+        return
     with nogil:
-        rc = xn_bgemm(isa, &a[0, 0], a.shape[0], &panels[0, 0, 0], n, a.shape[1], e, threads)
-    if rc != 0:
-        raise MemoryError("xnor_gemm: out of memory for the row tail buffer")
-    return 0
+        xn_bgemm(isa, &a[0, 0], a.shape[0], &panels[0, 0, 0], n, a.shape[1], e, threads)
 
 
 def bgemm_i32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
@@ -139,3 +150,52 @@ def pool_nhwc(const float[:, :, :, ::1] x, int64_t k, int64_t stride, int64_t pa
     with nogil:
         xn_pool_nhwc(&x[0, 0, 0, 0], x.shape[0], x.shape[1], x.shape[2], x.shape[3], k, stride, pad,
                      is_max, out.shape[1], out.shape[2], &out[0, 0, 0, 0], threads)
+
+
+def layer_forward(int isa, const float[:, ::1] x, const float[::1] scale, const float[::1] shift,
+                  const uint64_t[:, ::1] bits, tuple conv, uint64_t[:, ::1] cols,
+                  const uint64_t[:, :, ::1] panels, int64_t n, int64_t k, const float[::1] alpha,
+                  const float[::1] bias, const float[::1] row_scale, const int32_t[:, ::1] corr,
+                  out, int threads, bint relu=False, const float[:, ::1] residual=None):
+    """One binary layer (xn_layer.h). x None: `bits` already holds the packed input. conv:
+    (batch, h, c, kh, kw, stride, pad, ho, wo) with `cols` the im2col workspace, or None for a
+    linear layer. out: int32 (M, N) without alpha, else float32 (M, N)."""
+    cdef xn_layer_io io
+    cdef xn_conv_geom g
+    cdef xn_epilogue e
+    cdef int32_t[:, ::1] out_i32
+    cdef float[:, ::1] out_f32
+    io.x = &x[0, 0] if x is not None else NULL
+    io.scale = &scale[0] if scale is not None else NULL
+    io.shift = &shift[0] if shift is not None else NULL
+    io.rows = bits.shape[0]
+    io.k = x.shape[1] if x is not None else 0
+    io.bits = <uint64_t *>&bits[0, 0]  # written only when x is given (then a workspace)
+    io.row_words = bits.shape[1]
+    io.conv = NULL
+    io.cols = NULL
+    if conv is not None:
+        g.batch, g.h, g.c, g.kh, g.kw, g.stride, g.pad, g.ho, g.wo = conv
+        g.row_words = bits.shape[1]
+        io.conv = &g
+        io.cols = &cols[0, 0]
+    e.out_i32 = NULL
+    e.out_f32 = NULL
+    if alpha is None:
+        out_i32 = out
+        e.out_i32 = &out_i32[0, 0]
+        e.alpha = NULL
+    else:
+        out_f32 = out
+        e.out_f32 = &out_f32[0, 0]
+        e.alpha = &alpha[0]
+    e.bias = &bias[0] if bias is not None else NULL
+    e.row_scale = &row_scale[0] if row_scale is not None else NULL
+    e.residual = &residual[0, 0] if residual is not None else NULL
+    e.corr = &corr[0, 0] if corr is not None else NULL
+    e.corr_period = corr.shape[0] if corr is not None else 1
+    e.n = n
+    e.k = k
+    e.relu = relu
+    with nogil:
+        xn_layer_forward(isa, &io, &panels[0, 0, 0], n, panels.shape[1], &e, threads)

@@ -1,5 +1,5 @@
 /* The measured per-core ceiling of the binary MAC step, the roofline the benchmarks compare
- * the GEMM against. Uses the GEMM's own AVX2 popcount (XN_AVX2_POPCNT8 in xn_bgemm.h) so the
+ * the GEMM against. Uses the GEMM's own AVX2 popcount (XN_AVX2_POPCNT8 in xn_micro_avx2.h) so the
  * ceiling is of the same instruction mix.
  */
 #ifndef XN_PEAK_H
@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "xn_dispatch.h"
-#include "xn_bgemm.h"
+#include "xn_micro_avx2.h"
 
 /* The per-core limit of the binary MAC step acc += popcount(a XOR b), measured with the same    */
 /* instruction mix as the microkernels but no memory traffic. Returns binary ops per second      */

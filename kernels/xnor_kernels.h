@@ -9,8 +9,11 @@
  *   xn_dispatch.h  CPU ISA detection, target attributes, XN_NR, micro-rows
  *   xn_bitpack.h   sign-packing float rows (xn_pack_rows)
  *   xn_signpack.h  BatchNorm/affine -> sign -> pack (xn_affine_pack_rows, xn_bn_sign_pack)
- *   xn_bgemm.h     epilogue, microkernels, row blocks, xn_bgemm
+ *   xn_epilogue.h  the GEMM's fused output transform (portable and AVX-512 row stores)
+ *   xn_micro_avx2.h the AVX2 microkernel (vpshufb nibble lookup)
+ *   xn_bgemm.h     microkernels, row blocks, xn_bgemm
  *   xn_im2col.h    bit-level im2col (xn_im2col)
+ *   xn_layer.h     pack + im2col + GEMM of one layer in one parallel region (xn_layer_forward)
  *   xn_pool.h      NHWC pooling (xn_pool_nhwc)
  *   xn_peak.h      popcount roofline (xn_popcount_peak)
  */
@@ -22,6 +25,7 @@
 #include "xn_signpack.h"
 #include "xn_bgemm.h"
 #include "xn_im2col.h"
+#include "xn_layer.h"
 #include "xn_pool.h"
 #include "xn_peak.h"
 

@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from xnornet.kernels import available_isas
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
@@ -100,3 +102,18 @@ def quiet_trainer(**kwargs) -> pl.Trainer:
     """A Lightning trainer for unit tests: no logger, bar, summary or checkpoints."""
     return pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
                       enable_checkpointing=False, accelerator="cpu", **kwargs)  # fmt: skip
+
+
+@pytest.fixture(params=available_isas())
+def isa(request, monkeypatch):
+    """Each popcount path this CPU runs, forced through XNORNET_ISA."""
+    monkeypatch.setenv("XNORNET_ISA", request.param)
+    return request.param
+
+
+def signed_floats(rng, shape) -> np.ndarray:
+    """Random float32 with exact zeros and negative zeros mixed in (sign(±0) = +1)."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[::7] = 0.0
+    x.flat[3::11] = -0.0
+    return x

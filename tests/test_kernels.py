@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import signed_floats
 from xnornet.kernels import (
     BinaryConvWeights,
     available_isas,
@@ -32,20 +33,6 @@ from xnornet.kernels.reference import (
 )
 
 ISAS = available_isas()
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("XNORNET_ISA", request.param)
-    return request.param
-
-
-def signed_floats(rng, shape) -> np.ndarray:
-    """Random float32 with exact zeros and negative zeros mixed in (sign(±0) = +1)."""
-    x = rng.standard_normal(shape).astype(np.float32)
-    x.flat[::7] = 0.0
-    x.flat[3::11] = -0.0
-    return x
 
 
 def test_forced_isa_is_reported(isa):

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from xnornet.benchmark.shapes import LayerShape
 from xnornet.benchmark.timing import time_interleaved, time_steady, with_isa, with_threads
 from xnornet.kernels import (
+    BinaryConv2dLayer,
     BinaryConvWeights,
+    BinaryLinearLayer,
     PackedColumns,
-    binary_conv2d,
-    binary_linear,
     gemm_packed,
     im2col_bits,
     pack_bits,
@@ -45,7 +45,10 @@ def torch_fns(shape: LayerShape, rng: np.random.Generator) -> dict[str, Callable
 
 
 def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dict[str, Callable[[], object]]:
-    """The whole binary layer (pack + im2col + bgemm + α/bias transform), and its bgemm alone."""
+    """The whole binary layer (pack + im2col + bgemm + α/bias transform), and its bgemm alone.
+
+    The layer is a layer object built once, as the packed engine builds its layers: weights, α
+    and bias checked once and the workspaces kept, so a call allocates nothing."""
     alpha = rng.random(shape.c_out, dtype=np.float32)
     bias = rng.standard_normal(shape.c_out).astype(np.float32)
     if shape.kind == "linear":
@@ -53,8 +56,9 @@ def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dic
         w = rng.standard_normal((shape.c_out, shape.c_in), dtype=np.float32)
         cols = PackedColumns.from_bits(pack_bits(w), shape.c_in)
         x_bits = pack_bits(x)
+        linear = BinaryLinearLayer(cols, alpha, bias, threads=threads)
         return {
-            "binary_layer": lambda: binary_linear(pack_bits(x, threads), cols, alpha, bias, threads=threads),
+            "binary_layer": lambda: linear(x),
             "bgemm": lambda: gemm_packed(x_bits, cols, threads=threads),
         }
     x = rng.standard_normal((shape.batch, shape.h, shape.w, shape.c_in), dtype=np.float32)
@@ -62,12 +66,9 @@ def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dic
     weights = BinaryConvWeights.from_float(w, shape.stride, shape.padding)
     weights.correction(shape.h, shape.w)  # per input size, computed once like the weight packing
     patches = im2col_bits(pack_nhwc(x), weights)
-
-    def layer():
-        return binary_conv2d(pack_nhwc(x, threads), weights, alpha, bias, threads=threads)
-
+    conv = BinaryConv2dLayer(weights, alpha, bias, threads=threads)
     return {
-        "binary_layer": layer,
+        "binary_layer": lambda: conv(x),
         "bgemm": lambda: gemm_packed(patches, weights.columns, threads=threads),
     }
 

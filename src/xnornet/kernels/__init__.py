@@ -13,12 +13,15 @@ from xnornet.kernels.conv import (
     unpack_signs,
 )
 from xnornet.kernels.isa import ISAS, available_isas, kernel_isa
+from xnornet.kernels.layers import BinaryConv2dLayer, BinaryLinearLayer
 from xnornet.kernels.ops import PackedColumns, binary_linear, gemm_packed, pack_bits, xnor_gemm
 from xnornet.kernels.peak import popcount_peak
 
 __all__ = [
     "ISAS",
+    "BinaryConv2dLayer",
     "BinaryConvWeights",
+    "BinaryLinearLayer",
     "PackedActivations",
     "PackedColumns",
     "available_isas",

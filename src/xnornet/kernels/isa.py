@@ -16,7 +16,7 @@ import numpy as np
 from xnornet.kernels import _xnor
 from xnornet.kernels.reference import pack_bits_ref, xnor_gemm_ref
 
-# index = the code the C side uses
+# index = the code the C side uses (kernels/xn_dispatch.h)
 ISAS = ("generic", "scalar", "avx2", "avx512-vpopcntdq")
 ENV_VAR = "XNORNET_ISA"
 

@@ -3,7 +3,8 @@
 The architecture is compiled once into a list of steps on channels-last (NHWC) arrays:
 - BatchNorm → sign → binary conv/linear (XNOR): one fused pass packs the BN output's signs
   (and, with K/β scaling, its per-pixel mean |·|), then the kernel's GEMM applies α, K and bias;
-  the activations between BN and the binary layer are never a float tensor.
+  the activations between BN and the binary layer are never a float tensor. Each is a layer
+  object (kernels.layers) that keeps its workspaces and output buffer across forward passes.
 - binary weights with float inputs (BWN): α·sign(W) is unpacked to float32 once, at load.
 - full-precision conv/linear: torch's float32 conv2d/linear, the ops the baseline runs too
   (one thread pool: numpy's BLAS, whose idle threads spin, is not used).
@@ -24,14 +25,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from xnornet.errors import XnornetError
 from xnornet.kernels import (
+    BinaryConv2dLayer,
     BinaryConvWeights,
+    BinaryLinearLayer,
     PackedActivations,
     PackedColumns,
-    binary_conv2d,
-    binary_linear,
     pack_bits,
 )
-from xnornet.kernels.ops import affine_sign_pack, bn_sign_pack, pool2d_nhwc
+from xnornet.kernels.ops import bn_sign_pack, pool2d_nhwc
 from xnornet.packed.file_format import PackedModel, load_packed, unpack_weight_signs
 
 Step = Callable[[np.ndarray], np.ndarray]
@@ -101,24 +102,25 @@ def box_filter(a: np.ndarray, k: tuple[int, int], stride: int, pad: int) -> np.n
 def xnor_conv(
     model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], threads: int | None, relu: bool = False
 ) -> Step:
+    """The binary conv as a layer object built once (kernels.layers): its workspaces and output
+    buffer are reused by every forward pass, so a pass allocates nothing for it."""
     spec, t = model.architecture[i], model.tensors
     kh, kw = spec["kernel"]
     stride, pad = spec["stride"], spec["padding"]
     weights = BinaryConvWeights.from_float(weight_signs(model, i).astype(np.float32), stride, pad)
     alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
+    if not spec["scale_activations"]:  # BN → sign packed inside the layer's own call
+        layer = BinaryConv2dLayer(weights, alpha, bias, relu=relu, threads=threads, sign=bn)
+        return lambda x, residual=None: layer(x, residual=residual)
+    layer = BinaryConv2dLayer(weights, alpha, bias, relu=relu, threads=threads)
     scale, shift = bn
 
     def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
         bsz, h, w, c = x.shape
         rows = x.reshape(bsz * h, w, c)  # one bit stream per image row
-        k = None
-        if spec["scale_activations"]:
-            bits, absmean = bn_sign_pack(rows, scale, shift, True, threads)
-            k = np.ascontiguousarray(box_filter(absmean.reshape(bsz, h, w), (kh, kw), stride, pad))
-        else:
-            bits = affine_sign_pack(rows, scale, shift, threads)
-        packed = PackedActivations(bits, bsz, h, w, c)
-        return binary_conv2d(packed, weights, alpha, bias, k, threads, relu, residual)
+        bits, absmean = bn_sign_pack(rows, scale, shift, True, threads)
+        k = np.ascontiguousarray(box_filter(absmean.reshape(bsz, h, w), (kh, kw), stride, pad))
+        return layer.forward_packed(PackedActivations(bits, bsz, h, w, c), row_scale=k, residual=residual)
 
     return run
 
@@ -129,15 +131,15 @@ def xnor_linear(
     spec, t = model.architecture[i], model.tensors
     columns = PackedColumns.from_bits(pack_bits(weight_signs(model, i).astype(np.float32)), spec["in"])
     alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
+    if not spec["scale_activations"]:
+        layer = BinaryLinearLayer(columns, alpha, bias, relu=relu, threads=threads, sign=bn)
+        return lambda x: layer(np.ascontiguousarray(x))
+    layer = BinaryLinearLayer(columns, alpha, bias, relu=relu, threads=threads)
     scale, shift = bn
 
     def run(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x)
-        if spec["scale_activations"]:
-            bits, beta = bn_sign_pack(x, scale, shift, True, threads)
-            return binary_linear(bits, columns, alpha, bias, beta, threads, relu)
-        bits = affine_sign_pack(x, scale, shift, threads)
-        return binary_linear(bits, columns, alpha, bias, None, threads, relu)
+        bits, beta = bn_sign_pack(np.ascontiguousarray(x), scale, shift, True, threads)
+        return layer.forward_packed(bits, row_scale=beta)
 
     return run
 
@@ -313,7 +315,7 @@ class PackedEngine:
                 if not left[i]:
                     del values[i]
         out = values[len(self.model.architecture) - 1]
-        return out.reshape(out.shape[0], -1)
+        return out.reshape(out.shape[0], -1).copy()  # a binary layer's output buffer is reused
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self._check_input(x)

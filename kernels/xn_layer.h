@@ -1,0 +1,68 @@
+/* A whole binary layer in one call and one parallel region: sign-pack (optionally after a
+ * per-element affine, the fused BatchNorm/threshold), bit-im2col, then the GEMM with its output
+ * transform. One region means one thread-team wake-up per layer instead of one per step, and the
+ * workspaces come from the caller (a layer object keeps them across calls), so a call allocates
+ * nothing and touches no fresh page.
+ */
+#ifndef XN_LAYER_H
+#define XN_LAYER_H
+
+#include <stdint.h>
+
+#include "xn_bgemm.h"
+#include "xn_bitpack.h"
+#include "xn_dispatch.h"
+#include "xn_im2col.h"
+#include "xn_signpack.h"
+
+typedef struct {
+    const float *x;     /* (rows, k) float32 to sign-pack into `bits`, or NULL: bits are given */
+    const float *scale; /* NULL, or (k) per-element scale and shift applied before the sign */
+    const float *shift;
+    int64_t rows, k;
+    uint64_t *bits; /* (rows, row_words) */
+    int64_t row_words;
+    const xn_conv_geom *conv; /* NULL for a linear layer: the GEMM reads `bits` itself */
+    uint64_t *cols;           /* (M, words) im2col workspace of a conv */
+} xn_layer_io;
+
+/* Run the layer; M = batch*ho*wo rows for a conv, `rows` for a linear layer. */
+static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *panels, int64_t n,
+                             int64_t words, const xn_epilogue *e, int threads) {
+    void (*pack)(const float *, int64_t, int64_t, uint64_t *) = xn_pack_row_generic;
+    void (*affine)(const float *, const float *, const float *, int64_t, int64_t, uint64_t *) =
+        xn_affine_row_generic;
+#ifdef XN_X86
+    if (isa == XN_ISA_AVX512) pack = xn_pack_row_avx512, affine = xn_affine_row_avx512;
+    else if (isa == XN_ISA_AVX2) pack = xn_pack_row_avx2, affine = xn_affine_row_avx2;
+    else if (isa == XN_ISA_SCALAR) pack = xn_pack_row_scalar, affine = xn_affine_row_scalar;
+#endif
+    const xn_conv_geom *g = io->conv;
+    const uint64_t *a = g ? io->cols : io->bits;
+    const int64_t m = g ? g->batch * g->ho * g->wo : io->rows;
+    const int mr = xn_micro_rows(isa);
+    const xn_block_fn block = xn_block_for(isa);
+    const int64_t blocks = (m + mr - 1) / mr;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        if (io->x) {
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < io->rows; ++r) {
+                if (io->scale)
+                    affine(io->x + r * io->k, io->scale, io->shift, io->k, io->row_words,
+                           io->bits + r * io->row_words);
+                else
+                    pack(io->x + r * io->k, io->k, io->row_words, io->bits + r * io->row_words);
+            }
+        }
+        if (g) {
+#pragma omp for schedule(static)
+            for (int64_t bo = 0; bo < g->batch * g->ho; ++bo) xn_im2col_row(io->bits, g, bo, io->cols);
+        }
+#pragma omp for schedule(static) nowait
+        for (int64_t blk = 0; blk < blocks; ++blk)
+            xn_bgemm_block(block, mr, a, m, panels, n, words, e, blk);
+    }
+}
+
+#endif /* XN_LAYER_H */
