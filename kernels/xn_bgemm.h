@@ -101,14 +101,13 @@ XN_TARGET_AVX512 static void xn_micro_avx512(const uint64_t *a, int64_t lda, int
 }
 #endif /* XN_X86 */
 
-/* One block of `rows` <= MR rows against every panel, compiled per ISA so the microkernel and
- * the row store are inlined into it. */
+/* One block of `rows` <= MR rows against panels [p0, p1), compiled per ISA so the microkernel
+ * and the row store are inlined into it. */
 #define XN_DEFINE_BLOCK(NAME, ATTR, MICRO, STORE)                                               \
     ATTR static void NAME(const uint64_t *ablk, int64_t rows, int64_t m0, const uint64_t *panels, \
-                          int64_t n, int64_t words, const xn_epilogue *e) {                      \
+                          int64_t n, int64_t words, const xn_epilogue *e, int64_t p0, int64_t p1) { \
         uint64_t cnt[6 * XN_NR];                                                                \
-        const int64_t npanels = (n + XN_NR - 1) / XN_NR;                                        \
-        for (int64_t p = 0; p < npanels; ++p) {                                                 \
+        for (int64_t p = p0; p < p1; ++p) {                                                     \
             const int64_t n0 = p * XN_NR;                                                       \
             const int64_t ncols = n - n0 < XN_NR ? n - n0 : XN_NR;                              \
             MICRO(ablk, words, (int)rows, panels + p * words * XN_NR, words, ncols, cnt);       \
@@ -117,7 +116,7 @@ XN_TARGET_AVX512 static void xn_micro_avx512(const uint64_t *a, int64_t lda, int
     }
 
 typedef void (*xn_block_fn)(const uint64_t *, int64_t, int64_t, const uint64_t *, int64_t, int64_t,
-                            const xn_epilogue *);
+                            const xn_epilogue *, int64_t, int64_t);
 
 XN_DEFINE_BLOCK(xn_block_generic, , xn_micro_generic, xn_store_row)
 #ifdef XN_X86
@@ -136,25 +135,41 @@ static xn_block_fn xn_block_for(int isa) {
     return xn_block_generic;
 }
 
-/* Row block `blk` of an M-row GEMM: what one iteration of a parallel loop over blocks does. */
-static inline void xn_bgemm_block(xn_block_fn block, int mr, const uint64_t *a, int64_t m,
-                                  const uint64_t *panels, int64_t n, int64_t words,
-                                  const xn_epilogue *e, int64_t blk) {
-    const int64_t m0 = blk * mr;
-    const int64_t rows = m - m0 < mr ? m - m0 : mr;
-    block(a + m0 * words, rows, m0, panels, n, words, e);
+/* The GEMM's parallel work is a grid of tiles: row blocks × groups of panels. Row blocks alone
+ * leave cores idle when a small batch has fewer of them than there are threads (ResNet's 7×7
+ * layers at batch 1: 9 blocks of 6 rows) or not many more (uneven shares); so N is split as well
+ * until each thread has about 4 tiles. A thread's consecutive tiles share their row block, whose
+ * A rows then stay in L1. One thread, or enough row blocks: one group, the plain row split. */
+static inline int64_t xn_panel_groups(int64_t blocks, int64_t n, int threads) {
+    const int64_t npanels = (n + XN_NR - 1) / XN_NR;
+    int64_t groups = 1;
+    while (threads > 1 && blocks * groups < 4 * (int64_t)threads && groups * 2 <= npanels) groups *= 2;
+    return groups;
 }
 
-/* C = A (m x words) "xnor-dot" B (n columns, packed in panels), with the fused epilogue.
- * Row blocks are split over `threads` OpenMP threads. */
+/* Tile `t` of the grid: row block t / groups against its group of panels. */
+static inline void xn_bgemm_tile(xn_block_fn block, int mr, const uint64_t *a, int64_t m,
+                                 const uint64_t *panels, int64_t n, int64_t words,
+                                 const xn_epilogue *e, int64_t groups, int64_t t) {
+    const int64_t npanels = (n + XN_NR - 1) / XN_NR;
+    const int64_t blk = t / groups, grp = t % groups;
+    const int64_t m0 = blk * mr;
+    const int64_t rows = m - m0 < mr ? m - m0 : mr;
+    block(a + m0 * words, rows, m0, panels, n, words, e, grp * npanels / groups,
+          (grp + 1) * npanels / groups);
+}
+
+/* C = A (m x words) "xnor-dot" B (n columns, packed in panels), with the fused epilogue,
+ * its tiles split over `threads` OpenMP threads. */
 static void xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *panels, int64_t n,
                      int64_t words, const xn_epilogue *e, int threads) {
     const int mr = xn_micro_rows(isa);
     const xn_block_fn block = xn_block_for(isa);
     const int64_t blocks = (m + mr - 1) / mr;
+    const int64_t groups = xn_panel_groups(blocks, n, threads);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t blk = 0; blk < blocks; ++blk)
-        xn_bgemm_block(block, mr, a, m, panels, n, words, e, blk);
+    for (int64_t t = 0; t < blocks * groups; ++t)
+        xn_bgemm_tile(block, mr, a, m, panels, n, words, e, groups, t);
 }
 
 #endif /* XN_BGEMM_H */

@@ -43,6 +43,7 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
     const int mr = xn_micro_rows(isa);
     const xn_block_fn block = xn_block_for(isa);
     const int64_t blocks = (m + mr - 1) / mr;
+    const int64_t groups = xn_panel_groups(blocks, n, threads);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         if (io->x) {
@@ -60,8 +61,8 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
             for (int64_t bo = 0; bo < g->batch * g->ho; ++bo) xn_im2col_row(io->bits, g, bo, io->cols);
         }
 #pragma omp for schedule(static) nowait
-        for (int64_t blk = 0; blk < blocks; ++blk)
-            xn_bgemm_block(block, mr, a, m, panels, n, words, e, blk);
+        for (int64_t t = 0; t < blocks * groups; ++t)
+            xn_bgemm_tile(block, mr, a, m, panels, n, words, e, groups, t);
     }
 }
 

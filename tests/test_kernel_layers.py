@@ -49,6 +49,17 @@ def test_gemm_edge_tiles_equal_reference(isa, k, m, n):
     np.testing.assert_array_equal(xnor_gemm(a, b, k, threads=1), xnor_gemm_ref(a, b, k))
 
 
+@pytest.mark.parametrize("m", [1, 7, 13, 40])
+@pytest.mark.parametrize("threads", [2, 3, 16])
+def test_gemm_split_over_rows_and_panels_equals_reference(isa, m, threads):
+    """Few row blocks, many panels: the threads also split N (xn_panel_groups), here into uneven
+    groups of a 19-panel N with a short last panel; every tile must land where one thread puts it."""
+    k, n = 2049, 300
+    rng = np.random.default_rng(m + threads)
+    a, b = pack_bits(signed_floats(rng, (m, k))), pack_bits(signed_floats(rng, (n, k)))
+    np.testing.assert_array_equal(xnor_gemm(a, b, k, threads=threads), xnor_gemm_ref(a, b, k))
+
+
 CONV_CASES = [
     # (B, H, W, C, Cout, k, stride, padding)
     (2, 12, 12, 20, 50, 5, 1, 0),  # LeNet-5 conv2: unaligned segments, a 2-column last panel
@@ -57,6 +68,7 @@ CONV_CASES = [
     (3, 6, 5, 1, 9, 1, 1, 0),  # 1×1 kernel, one channel
     (1, 5, 5, 128, 40, 3, 1, 1),
     (4, 14, 14, 32, 24, 3, 1, 1),  # large enough for 2 threads
+    (1, 7, 7, 512, 512, 3, 1, 1),  # ResNet-18's 7×7 at batch 1: 9 row blocks, N split across threads
 ]
 
 
