@@ -53,6 +53,10 @@ def test_ablation_rows_are_compared_with_the_seed_sweeps_xnor(tmp_path):
     delta = 100 * (statistics.fmean(shift) - statistics.fmean(ACCS["xnor"]))
     assert f"| {delta:+.2f} |" in row
     assert "| K/β activation scaling on | 0 | not run yet |" in "\n".join(lines)  # a switch not swept is said
+    one = [run({"ablation": "scaling", "seed": "0"}, 0.9929)]
+    write_summary(tmp_path / "sweeps" / "ablation.json", {"parent_run_id": "r"}, summarize(one))
+    (row,) = [line for line in ablation_table(tmp_path) if line.startswith("| K/β activation scaling on |")]
+    assert "| 1 | 99.29 (one run) |" in row  # no "± 0.00" for a single run
 
 
 def test_tables_say_how_to_run_a_missing_sweep(tmp_path):

@@ -115,6 +115,8 @@ def network_table(metrics: Path) -> list[str]:
 
 
 def _pct(row: dict, metric: str = "test_acc") -> str:
+    if row["n"] < 2:  # one run has no spread to show
+        return f"{100 * row[f'{metric}_mean']:.2f} (one run)"
     return f"{100 * row[f'{metric}_mean']:.2f} ± {100 * row[f'{metric}_std']:.2f}"
 
 
