@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlflow.entities import Run
 
+from xnornet.errors import XnornetError, report_failure
 from xnornet.files import write_metrics
 
 METRICS = ("test_acc", "val_acc")
@@ -66,16 +67,49 @@ def write_summary(path: Path, sweep: dict, rows: list[dict]) -> None:
     write_metrics(path, {**sweep, "rows": rows})
 
 
-def summarize_sweep(tracking_uri: str, parent_run_id: str, out: Path | None) -> list[dict]:
-    """Summarize a sweep from the store, e.g. one that was stopped before its end wrote it."""
+def sweep_runs(client, parent_run_ids: list[str]) -> list[Run]:
+    """The child runs of one or more sweeps, refusing a seed that finished twice in one group.
+
+    Several parents serve a sweep run in parts (seed 0 today, seeds 1 and 2 tomorrow); a
+    duplicate would weigh one seed twice in the mean, so it is an error, not a silent choice.
+    """
+    runs: list[Run] = []
+    seen: dict[tuple[str, int], str] = {}
+    for parent_id in parent_run_ids:
+        parent = client.get_run(parent_id)
+        children = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.sweep_id = '{parent_id}'"
+        )
+        for run in children:
+            if run.info.status == "FINISHED" and "test_acc" in run.data.metrics:
+                key = (group_key(json.loads(run.data.tags.get("sweep_values", "{}"))), seed_of(run))
+                if key in seen:
+                    raise XnornetError(
+                        f"sweep runs {seen[key]} and {run.info.run_id} both finished {key[0]} "
+                        f"with seed {key[1]}: give each seed once (leave one parent out)"
+                    )
+                seen[key] = run.info.run_id
+            runs.append(run)
+    return runs
+
+
+def summarize_sweep(tracking_uri: str, parent_run_id: str | list[str], out: Path | None) -> list[dict]:
+    """Summarize a sweep from the store, e.g. one that was stopped before its end wrote it.
+
+    Given several parent runs, their child runs are pooled into one summary: a sweep stopped
+    early and then finished by a second sweep over the seeds that were missing.
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.sweep_id = '{parent_run_id}'")
-    rows = summarize(runs)
+    parent_ids = [parent_run_id] if isinstance(parent_run_id, str) else list(parent_run_id)
+    rows = summarize(sweep_runs(client, parent_ids))
     if out is not None:
-        sweep = {"parent_run_id": parent_run_id, "overrides": parent.data.tags.get("sweep_overrides", "")}
+        overrides = [client.get_run(p).data.tags.get("sweep_overrides", "") for p in parent_ids]
+        if len(parent_ids) == 1:
+            sweep = {"parent_run_id": parent_ids[0], "overrides": overrides[0]}
+        else:
+            sweep = {"parent_run_ids": parent_ids, "overrides": overrides}
         write_summary(out, sweep, rows)
     return rows
 
@@ -86,13 +120,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m xnornet.sweep_summary", description=summarize_sweep.__doc__
     )
-    parser.add_argument("parent_run_id", help="the sweep's parent run (its run id in mlflow ui)")
+    parser.add_argument(
+        "parent_run_id", nargs="+", help="the sweep's parent run (its run id in mlflow ui); several pool"
+    )
     parser.add_argument(
         "--out", type=Path, help="write the summary JSON here (e.g. metrics/sweeps/seeds.json)"
     )
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     args = parser.parse_args(argv)
-    for row in summarize_sweep(args.tracking_uri, args.parent_run_id, args.out):
+    try:
+        rows = summarize_sweep(args.tracking_uri, args.parent_run_id, args.out)
+    except Exception as e:  # an unknown run id or a duplicate seed: one line, not a traceback
+        report_failure("sweep_summary", e)
+    for row in rows:
         print(json.dumps(row))
 
 
