@@ -18,6 +18,12 @@ cdef extern from "xnor_kernels.h" nogil:
         int64_t n
         int64_t k
         int relu
+        const float *emit_scale
+        const float *emit_shift
+        uint64_t *emit_bits
+        int64_t emit_pixels
+        int64_t emit_row_words
+        int emit_atomic
 
     ctypedef struct xn_conv_geom:
         int64_t batch, h, c, row_words, kh, kw, stride, pad, ho, wo
@@ -77,6 +83,12 @@ cdef void _bgemm(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] pa
                  xn_epilogue *e, int threads):
     if a.shape[0] == 0 or n == 0:
         return
+    e.emit_scale = NULL  # the plain GEMM writes its output; only a layer emits sign bits
+    e.emit_shift = NULL
+    e.emit_bits = NULL
+    e.emit_pixels = 1
+    e.emit_row_words = 0
+    e.emit_atomic = 0
     with nogil:
         xn_bgemm(isa, &a[0, 0], a.shape[0], &panels[0, 0, 0], n, a.shape[1], e, threads)
 
@@ -156,10 +168,14 @@ def layer_forward(int isa, const float[:, ::1] x, const float[::1] scale, const 
                   const uint64_t[:, ::1] bits, tuple conv, uint64_t[:, ::1] cols,
                   const uint64_t[:, :, ::1] panels, int64_t n, int64_t k, const float[::1] alpha,
                   const float[::1] bias, const float[::1] row_scale, const int32_t[:, ::1] corr,
-                  out, int threads, bint relu=False, const float[:, ::1] residual=None):
+                  out, int threads, bint relu=False, const float[:, ::1] residual=None,
+                  const float[::1] emit_scale=None, const float[::1] emit_shift=None,
+                  uint64_t[:, ::1] emit_bits=None, int64_t emit_pixels=1):
     """One binary layer (xn_layer.h). x None: `bits` already holds the packed input. conv:
     (batch, h, c, kh, kw, stride, pad, ho, wo) with `cols` the im2col workspace, or None for a
-    linear layer. out: int32 (M, N) without alpha, else float32 (M, N)."""
+    linear layer. out: int32 (M, N) without alpha, else float32 (M, N). emit_bits given: the
+    packed sign(y·emit_scale + emit_shift) of the float output y, in M / emit_pixels streams,
+    is written there instead of out."""
     cdef xn_layer_io io
     cdef xn_conv_geom g
     cdef xn_epilogue e
@@ -197,5 +213,11 @@ def layer_forward(int isa, const float[:, ::1] x, const float[::1] scale, const 
     e.n = n
     e.k = k
     e.relu = relu
+    e.emit_scale = &emit_scale[0] if emit_bits is not None else NULL
+    e.emit_shift = &emit_shift[0] if emit_bits is not None else NULL
+    e.emit_bits = &emit_bits[0, 0] if emit_bits is not None else NULL
+    e.emit_pixels = emit_pixels
+    e.emit_row_words = emit_bits.shape[1] if emit_bits is not None else 0
+    e.emit_atomic = 0  # xn_layer_forward decides from its thread split
     with nogil:
         xn_layer_forward(isa, &io, &panels[0, 0, 0], n, panels.shape[1], &e, threads)

@@ -1,6 +1,11 @@
 /* The GEMM's output transform, applied to each MR x NR tile of counts as it leaves the
  * microkernel, so the int32 dots never make a round trip through memory: a portable row store
  * and an AVX-512 one (masked, so a short last panel needs no scalar tail loop).
+ *
+ * Cross-layer fusion: when the next layer is binary and reads this one's output only through a
+ * BatchNorm/threshold and a sign, the store can emit sign(y * scale + shift) straight into the
+ * next layer's packed input (its NHWC bit streams) instead of writing y as float32: 1 bit per
+ * value instead of 32, and the next layer skips its sign-pack pass.
  */
 #ifndef XN_EPILOGUE_H
 #define XN_EPILOGUE_H
@@ -26,7 +31,35 @@ typedef struct {
     int64_t n;
     int64_t k;
     int relu; /* clamp the float output at 0 (a ReLU that follows the layer) */
+    /* Emission (may be absent): bits of sign(y * emit_scale[n] + emit_shift[n]) instead of y.
+     * Row m is pixel m % emit_pixels of bit stream m / emit_pixels (emit_pixels = Wo for a conv,
+     * 1 for a linear layer), which holds emit_row_words words, all zeroed before the GEMM.
+     * emit_atomic: two threads may write the same word (a pixel's bits not word-aligned, or a
+     * panel group ending inside a word), so the OR must be atomic. */
+    const float *emit_scale;
+    const float *emit_shift;
+    uint64_t *emit_bits;
+    int64_t emit_pixels;
+    int64_t emit_row_words;
+    int emit_atomic;
 } xn_epilogue;
+
+/* OR `mask` (bit j: column n0 + j of row m is negative) into the emitted bit streams. A mask of
+ * at most 16 bits spans at most two words, both inside the row's stream. */
+static inline void xn_emit_mask(const xn_epilogue *e, int64_t m, int64_t n0, uint64_t mask) {
+    const int64_t stream = m / e->emit_pixels;
+    const int64_t bit = (m - stream * e->emit_pixels) * e->n + n0;
+    uint64_t *w = e->emit_bits + stream * e->emit_row_words + (bit >> 6);
+    const int r = (int)(bit & 63);
+    const uint64_t lo = mask << r, hi = r ? mask >> (64 - r) : 0;
+    if (e->emit_atomic) {
+        if (lo) __atomic_fetch_or(w, lo, __ATOMIC_RELAXED);
+        if (hi) __atomic_fetch_or(w + 1, hi, __ATOMIC_RELAXED);
+    } else {
+        w[0] |= lo;
+        if (hi) w[1] |= hi;
+    }
+}
 
 static inline void xn_store_row(const xn_epilogue *e, int64_t m, int64_t n0, int64_t ncols,
                                 const uint64_t *cnt) {
@@ -39,7 +72,8 @@ static inline void xn_store_row(const xn_epilogue *e, int64_t m, int64_t n0, int
         memcpy(e->out_i32 + m * e->n + n0, dot, (size_t)ncols * sizeof(int32_t));
         return;
     }
-    float *out = e->out_f32 + m * e->n + n0;
+    float emitted[XN_NR]; /* y of an emitting store, which never writes it to memory */
+    float *out = e->emit_bits ? emitted : e->out_f32 + m * e->n + n0;
     const float *alpha = e->alpha + n0;
     const float rs = e->row_scale ? e->row_scale[m] : 1.0f;
     if (e->bias) {
@@ -54,6 +88,14 @@ static inline void xn_store_row(const xn_epilogue *e, int64_t m, int64_t n0, int
     }
     if (e->relu)
         for (int64_t j = 0; j < ncols; ++j) out[j] = out[j] > 0.0f ? out[j] : 0.0f;
+    if (e->emit_bits) { /* the same two roundings as the next layer's sign-pack (xn_signpack.h) */
+        uint64_t mask = 0;
+        for (int64_t j = 0; j < ncols; ++j) {
+            const float p = out[j] * e->emit_scale[n0 + j];
+            mask |= (uint64_t)(p + e->emit_shift[n0 + j] < 0.0f) << j;
+        }
+        xn_emit_mask(e, m, n0, mask);
+    }
 }
 
 #ifdef XN_X86
@@ -81,6 +123,12 @@ XN_TARGET_AVX512 static inline void xn_store_row_avx512(const xn_epilogue *e, in
     if (e->bias) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, e->bias + n0));
     if (e->residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, e->residual + m * e->n + n0));
     if (e->relu) y = _mm512_max_ps(y, _mm512_setzero_ps());
+    if (e->emit_bits) { /* mul, then add, then < 0: as the AVX-512 sign-pack rounds */
+        const __m512 p = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(mask, e->emit_scale + n0));
+        const __m512 z = _mm512_add_ps(p, _mm512_maskz_loadu_ps(mask, e->emit_shift + n0));
+        xn_emit_mask(e, m, n0, _mm512_mask_cmp_ps_mask(mask, z, _mm512_setzero_ps(), _CMP_LT_OQ));
+        return;
+    }
     _mm512_mask_storeu_ps(e->out_f32 + m * e->n + n0, mask, y);
 }
 #endif

@@ -8,6 +8,7 @@
 #define XN_LAYER_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "xn_bgemm.h"
 #include "xn_bitpack.h"
@@ -25,6 +26,19 @@ typedef struct {
     const xn_conv_geom *conv; /* NULL for a linear layer: the GEMM reads `bits` itself */
     uint64_t *cols;           /* (M, words) im2col workspace of a conv */
 } xn_layer_io;
+
+/* Whether two threads' tiles can OR into one word of the emitted bits: rows of different row
+ * blocks can when a pixel's n bits are not whole words, one row's panel groups can when a group
+ * starts inside a word (a panel is 16 columns, a word 64). Then the ORs must be atomic, which
+ * costs little beside the rest of a tile, but is not needed at all in the common case. */
+static inline int xn_emit_shared(int64_t n, int64_t groups, int threads) {
+    if (threads <= 1) return 0;
+    if (n % 64) return 1;
+    const int64_t npanels = (n + XN_NR - 1) / XN_NR;
+    for (int64_t g = 1; g < groups; ++g)
+        if ((g * npanels / groups) % 4) return 1;
+    return 0;
+}
 
 /* Run the layer; M = batch*ho*wo rows for a conv, `rows` for a linear layer. */
 static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *panels, int64_t n,
@@ -44,8 +58,16 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
     const xn_block_fn block = xn_block_for(isa);
     const int64_t blocks = (m + mr - 1) / mr;
     const int64_t groups = xn_panel_groups(blocks, n, threads);
+    xn_epilogue ep = *e;
+    ep.emit_atomic = ep.emit_bits ? xn_emit_shared(n, groups, threads) : 0;
+    const int64_t emit_streams = ep.emit_bits ? m / ep.emit_pixels : 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
+        if (ep.emit_bits) { /* the store ORs bits in: start from zeros, padding bits included */
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < emit_streams; ++r)
+                memset(ep.emit_bits + r * ep.emit_row_words, 0, (size_t)ep.emit_row_words * sizeof(uint64_t));
+        }
         if (io->x) {
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < io->rows; ++r) {
@@ -62,7 +84,7 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
         }
 #pragma omp for schedule(static) nowait
         for (int64_t t = 0; t < blocks * groups; ++t)
-            xn_bgemm_tile(block, mr, a, m, panels, n, words, e, groups, t);
+            xn_bgemm_tile(block, mr, a, m, panels, n, words, &ep, groups, t);
     }
 }
 

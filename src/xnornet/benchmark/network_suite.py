@@ -77,15 +77,19 @@ def time_network(xnor_model, fp_net: torch.nn.Module, x: np.ndarray, isas: list[
     """One row per ISA: engine and torch float32 ms per image at this batch and thread count.
 
     torch runs the float network both as it comes (NCHW) and channels-last, and the faster of
-    the two is the baseline, as the layer bench takes the faster of its convolutions.
+    the two is the baseline, as the layer bench takes the faster of its convolutions. The engine
+    also runs without cross-layer fusion (``fuse_layers=False``) on the first path, in the same
+    rounds: ``fusion_speedup`` is what emitting the next layer's bits buys.
     """
     engine = PackedEngine(xnor_model, threads)
+    unfused = PackedEngine(xnor_model, threads, fuse_layers=False)
     fp_cl = copy.deepcopy(fp_net).to(memory_format=torch.channels_last)
     xt, xt_cl = torch.from_numpy(x), torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
     fns = {"torch_nchw": with_threads(lambda: fp_net(xt), threads),
            "torch_cl": with_threads(lambda: fp_cl(xt_cl), threads)}  # fmt: skip
     for isa in isas:
         fns[isa] = with_isa(with_threads(lambda: engine(x), threads), isa)
+    fns["unfused"] = with_isa(with_threads(lambda: unfused(x), threads), isas[0])
     with torch.no_grad():
         sec = time_interleaved(fns, warmup, repeats, lambda: None)
         profile = with_isa(with_threads(lambda: engine.profile(x), threads), isas[0])()
@@ -97,6 +101,7 @@ def time_network(xnor_model, fp_net: torch.nn.Module, x: np.ndarray, isas: list[
         "torch_nchw_ms_per_image": round(1e3 * sec["torch_nchw"] / batch, 3),
         "torch_channels_last_ms_per_image": round(1e3 * sec["torch_cl"] / batch, 3),
         "speedup": round(torch_sec / sec[isa], 2),
+        "fusion_speedup": round(sec["unfused"] / sec[isa], 3) if isa == isas[0] else None,
         "first_layer_share": round(first_layer_share(engine, profile), 3) if isa == isas[0] else None,
     } for isa in isas]  # fmt: skip
 

@@ -37,6 +37,10 @@ class PackedActivations:
     width: int
     channels: int
 
+    @property
+    def nbytes(self) -> int:
+        return self.bits.nbytes
+
 
 def pack_nhwc(x: np.ndarray, threads: int | None = None) -> PackedActivations:
     """Binarize and pack a float32 (B, H, W, C) batch for ``binary_conv2d``."""

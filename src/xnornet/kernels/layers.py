@@ -9,6 +9,12 @@ C call with one parallel region (kernels/xn_layer.h).
 The array a call returns is the layer's own output buffer: the next call overwrites it (copy it
 to keep it). One caller at a time per layer object.
 
+``emit_sign`` fuses across layers: when the next layer is binary and reads this one's output
+only through a BatchNorm or threshold and a sign, the layer returns the packed sign of
+``y·scale + shift`` (what the next layer's ``sign`` would pack) instead of the float32 y, straight
+from its output transform: 1 bit per value is written instead of 32, and the next layer's
+``forward_packed`` skips its sign-pack pass. Bit for bit what the unfused pair computes.
+
 Examples:
     >>> from xnornet.kernels import binary_conv2d, pack_nhwc
     >>> rng = np.random.default_rng(0)
@@ -41,24 +47,35 @@ from xnornet.kernels.workspace import Workspace
 __all__ = ["BinaryConv2dLayer", "BinaryLinearLayer"]
 
 
+def _channel_affine(pair, channels: int, what: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A per-channel (scale, shift) whose sign(x·scale + shift) is packed, checked once."""
+    if pair is None:
+        return None
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        raise TypeError(f"{what} must be a (scale, shift) pair of float32 arrays")
+    for arr, name in zip(pair, (f"{what} scale", f"{what} shift"), strict=True):
+        _check(arr, name, np.float32, ndim=1)
+        if arr.shape[0] != channels:
+            raise ValueError(f"{name} must have {channels} values, got {arr.shape[0]}")
+    return tuple(np.ascontiguousarray(a) for a in pair)
+
+
 class _BinaryLayer:
     """What both layers share: the fused output transform, the sign's affine, the workspace."""
 
-    def __init__(self, n: int, in_channels: int, alpha, bias, relu: bool, threads, sign) -> None:
+    def __init__(
+        self, n: int, in_channels: int, alpha, bias, relu: bool, threads, sign, emit_sign=None
+    ) -> None:
         if alpha is None and (bias is not None or relu):
             raise ValueError("bias and relu need alpha (without it the layer returns int32 dots)")
+        if alpha is None and emit_sign is not None:
+            raise ValueError("emit_sign needs alpha (the sign is taken of α·dot + bias)")
         self.alpha = _optional_f32(alpha, "alpha", n)
         self.bias = _optional_f32(bias, "bias", n)
         self.relu = bool(relu)
         self.threads = resolve_threads(threads)
-        self.sign = None
-        if sign is not None:  # per-channel (scale, shift) whose sign(x·scale + shift) is packed
-            scale, shift = sign
-            for arr, name in ((scale, "sign scale"), (shift, "sign shift")):
-                _check(arr, name, np.float32, ndim=1)
-                if arr.shape[0] != in_channels:
-                    raise ValueError(f"{name} must have {in_channels} values, got {arr.shape[0]}")
-            self.sign = (scale, shift)
+        self.sign = _channel_affine(sign, in_channels, "sign")
+        self.emit_sign = _channel_affine(emit_sign, n, "emit_sign")
         self._tiled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.workspace = Workspace()
 
@@ -84,7 +101,17 @@ class _BinaryLayer:
         return row_scale, residual
 
     def _out(self, m: int, n: int) -> np.ndarray:
+        if self.emit_sign is not None:  # the output transform writes bits, never this array
+            return self.workspace.get("out", (1, 1), np.float32)
         return self.workspace.get("out", (m, n), np.int32 if self.alpha is None else np.float32)
+
+    def _emit(self, streams: int, pixels: int, n: int) -> dict:
+        """layer_forward's arguments for the emitted bits: `streams` rows of `pixels`·n bits."""
+        if self.emit_sign is None:
+            return {}
+        bits = self.workspace.get("emit", (streams, n_words(pixels * n)), np.uint64)
+        scale, shift = self.emit_sign
+        return {"emit_scale": scale, "emit_shift": shift, "emit_bits": bits, "emit_pixels": pixels}
 
     def _threads(self, work: int) -> int:
         return self.threads if work >= SERIAL_WORK else 1
@@ -96,6 +123,8 @@ class BinaryConv2dLayer(_BinaryLayer):
 
     ``sign``: optional per-channel (scale, shift); the layer then packs sign(x·scale + shift),
     a BatchNorm or threshold before it, without writing its float output.
+    ``emit_sign``: optional per-output-channel (scale, shift); the layer then returns
+    PackedActivations of sign(y·scale + shift) instead of y (see the module docstring).
     """
 
     def __init__(
@@ -107,15 +136,18 @@ class BinaryConv2dLayer(_BinaryLayer):
         relu: bool = False,
         threads: int | None = None,
         sign: tuple[np.ndarray, np.ndarray] | None = None,
+        emit_sign: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         if not isinstance(weights, BinaryConvWeights):
             raise TypeError(f"weights must be BinaryConvWeights, got {type(weights).__name__}")
         _check_columns(weights.columns)
         self.weights = weights
-        super().__init__(weights.out_channels, weights.in_channels, alpha, bias, relu, threads, sign)
+        n, c = weights.out_channels, weights.in_channels
+        super().__init__(n, c, alpha, bias, relu, threads, sign, emit_sign)
 
-    def __call__(self, x: np.ndarray, *, row_scale=None, residual=None) -> np.ndarray:
-        """x (B, H, W, C) float32 → (B, Ho, Wo, Cout): float32 with alpha, else int32 dots."""
+    def __call__(self, x: np.ndarray, *, row_scale=None, residual=None) -> np.ndarray | PackedActivations:
+        """x (B, H, W, C) float32 → (B, Ho, Wo, Cout): float32 with alpha, else int32 dots;
+        with ``emit_sign``, the PackedActivations of its sign."""
         _check(x, "x", np.float32, ndim=4)
         b, h, w, c = x.shape
         if min(x.shape) < 1:
@@ -126,8 +158,11 @@ class BinaryConv2dLayer(_BinaryLayer):
         scale, shift = self._affine(w)
         return self._run(x.reshape(b * h, w * c), scale, shift, bits, b, h, w, row_scale, residual)
 
-    def forward_packed(self, x: PackedActivations, *, row_scale=None, residual=None) -> np.ndarray:
-        """The same on activations packed already (``pack_nhwc``, ``bn_sign_pack``)."""
+    def forward_packed(
+        self, x: PackedActivations, *, row_scale=None, residual=None
+    ) -> np.ndarray | PackedActivations:
+        """The same on activations packed already (``pack_nhwc``, ``bn_sign_pack``, or another
+        layer's ``emit_sign``)."""
         if not isinstance(x, PackedActivations):
             raise TypeError(f"x must be PackedActivations (see pack_nhwc), got {type(x).__name__}")
         _check(x.bits, "x.bits", np.uint64, ndim=2)
@@ -142,7 +177,7 @@ class BinaryConv2dLayer(_BinaryLayer):
         _check_padding_bits(x.bits, x.width * x.channels, "x.bits")
         return self._run(None, None, None, x.bits, x.batch, x.height, x.width, row_scale, residual)
 
-    def _run(self, rows, scale, shift, bits, b, h, w, row_scale, residual) -> np.ndarray:
+    def _run(self, rows, scale, shift, bits, b, h, w, row_scale, residual):
         wt = self.weights
         ho, wo = wt.output_hw(h, w)
         kh, kw = wt.kernel_size
@@ -151,15 +186,19 @@ class BinaryConv2dLayer(_BinaryLayer):
         out = self._out(m, n)
         row_scale, residual = self._extras(m, n, row_scale, residual, out)
         geometry = (b, h, wt.in_channels, kh, kw, wt.stride, wt.padding, ho, wo)
+        emit = self._emit(b * ho, wo, n)
         _xnor.layer_forward(isa_code(), rows, scale, shift, bits, geometry, cols, wt.columns.panels, n,
                             wt.columns.k, self.alpha, self.bias, row_scale, wt.correction(h, w), out,
-                            self._threads(m * n * cols.shape[1]), self.relu, residual)  # fmt: skip
+                            self._threads(m * n * cols.shape[1]), self.relu, residual, **emit)  # fmt: skip
+        if emit:
+            return PackedActivations(emit["emit_bits"], b, ho, wo, n)
         return out.reshape(b, ho, wo, n)
 
 
 class BinaryLinearLayer(_BinaryLayer):
     """XNOR linear layer on float32 (M, K) input: ``alpha·dot·row_scale + bias`` (then a ReLU
-    with ``relu``), as ``binary_linear`` on ``pack_bits(x)``; ``sign`` as for the conv layer."""
+    with ``relu``), as ``binary_linear`` on ``pack_bits(x)``; ``sign`` as for the conv layer,
+    and ``emit_sign`` too: the call then returns the packed (M, words) sign rows."""
 
     def __init__(
         self,
@@ -170,13 +209,14 @@ class BinaryLinearLayer(_BinaryLayer):
         relu: bool = False,
         threads: int | None = None,
         sign: tuple[np.ndarray, np.ndarray] | None = None,
+        emit_sign: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         _check_columns(columns)
         if n_words(columns.k) != columns.words:
             raise ValueError(f"columns.k={columns.k} needs {n_words(columns.k)} words, panels have "
                              f"{columns.words}")  # fmt: skip
         self.columns = columns
-        super().__init__(columns.n, columns.k, alpha, bias, relu, threads, sign)
+        super().__init__(columns.n, columns.k, alpha, bias, relu, threads, sign, emit_sign)
 
     def __call__(self, x: np.ndarray, *, row_scale=None) -> np.ndarray:
         """x (M, K) float32 → (M, N)."""
@@ -199,7 +239,8 @@ class BinaryLinearLayer(_BinaryLayer):
         m, n = bits.shape[0], self.columns.n
         out = self._out(m, n)
         row_scale, _ = self._extras(m, n, row_scale, None, out)
+        emit = self._emit(m, 1, n)
         _xnor.layer_forward(isa_code(), x, scale, shift, bits, None, None, self.columns.panels, n,
                             self.columns.k, self.alpha, self.bias, row_scale, None, out,
-                            self._threads(m * n * self.columns.words), self.relu)  # fmt: skip
-        return out
+                            self._threads(m * n * self.columns.words), self.relu, None, **emit)  # fmt: skip
+        return emit["emit_bits"] if emit else out

@@ -5,6 +5,9 @@ The architecture is compiled once into a list of steps on channels-last (NHWC) a
   (and, with K/β scaling, its per-pixel mean |·|), then the kernel's GEMM applies α, K and bias;
   the activations between BN and the binary layer are never a float tensor. Each is a layer
   object (kernels.layers) that keeps its workspaces and output buffer across forward passes.
+- binary layer → (ReLU) → BatchNorm → sign → binary layer (ResNet's conv_a → conv_b, AlexNet's
+  conv3 → conv4 → conv5 and fc6 → fc7): the first layer's output transform emits the second's
+  packed input bits directly (``emit_sign``); no float tensor and no sign-pack pass between them.
 - binary weights with float inputs (BWN): α·sign(W) is unpacked to float32 once, at load.
 - full-precision conv/linear: torch's float32 conv2d/linear, the ops the baseline runs too
   (one thread pool: numpy's BLAS, whose idle threads spin, is not used).
@@ -99,20 +102,26 @@ def box_filter(a: np.ndarray, k: tuple[int, int], stride: int, pad: int) -> np.n
     return win.mean(axis=(-2, -1), dtype=np.float32)
 
 
-def xnor_conv(
-    model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], threads: int | None, relu: bool = False
-) -> Step:
+PACKED = "packed"  # a binary layer's input arrives packed, emitted by the layer before it
+
+
+def xnor_conv(model: PackedModel, i: int, bn, threads: int | None, relu: bool = False, emit=None) -> Step:
     """The binary conv as a layer object built once (kernels.layers): its workspaces and output
-    buffer are reused by every forward pass, so a pass allocates nothing for it."""
+    buffer are reused by every forward pass, so a pass allocates nothing for it.
+    ``bn``: the (scale, shift) whose sign it packs, or PACKED; ``emit``: the next layer's."""
     spec, t = model.architecture[i], model.tensors
     kh, kw = spec["kernel"]
     stride, pad = spec["stride"], spec["padding"]
     weights = BinaryConvWeights.from_float(weight_signs(model, i).astype(np.float32), stride, pad)
     alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
+    kwargs = {"relu": relu, "threads": threads, "emit_sign": emit}
+    if bn is PACKED:
+        layer = BinaryConv2dLayer(weights, alpha, bias, **kwargs)
+        return lambda x, residual=None: layer.forward_packed(x, residual=residual)
     if not spec["scale_activations"]:  # BN → sign packed inside the layer's own call
-        layer = BinaryConv2dLayer(weights, alpha, bias, relu=relu, threads=threads, sign=bn)
+        layer = BinaryConv2dLayer(weights, alpha, bias, sign=bn, **kwargs)
         return lambda x, residual=None: layer(x, residual=residual)
-    layer = BinaryConv2dLayer(weights, alpha, bias, relu=relu, threads=threads)
+    layer = BinaryConv2dLayer(weights, alpha, bias, **kwargs)
     scale, shift = bn
 
     def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
@@ -125,16 +134,18 @@ def xnor_conv(
     return run
 
 
-def xnor_linear(
-    model: PackedModel, i: int, bn: tuple[np.ndarray, np.ndarray], threads: int | None, relu: bool = False
-) -> Step:
+def xnor_linear(model: PackedModel, i: int, bn, threads: int | None, relu: bool = False, emit=None) -> Step:
     spec, t = model.architecture[i], model.tensors
     columns = PackedColumns.from_bits(pack_bits(weight_signs(model, i).astype(np.float32)), spec["in"])
     alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
+    kwargs = {"relu": relu, "threads": threads, "emit_sign": emit}
+    if bn is PACKED:
+        layer = BinaryLinearLayer(columns, alpha, bias, **kwargs)
+        return layer.forward_packed
     if not spec["scale_activations"]:
-        layer = BinaryLinearLayer(columns, alpha, bias, relu=relu, threads=threads, sign=bn)
+        layer = BinaryLinearLayer(columns, alpha, bias, sign=bn, **kwargs)
         return lambda x: layer(np.ascontiguousarray(x))
-    layer = BinaryLinearLayer(columns, alpha, bias, relu=relu, threads=threads)
+    layer = BinaryLinearLayer(columns, alpha, bias, **kwargs)
     scale, shift = bn
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -166,9 +177,12 @@ def sign_input(model: PackedModel, i: int) -> tuple[np.ndarray, np.ndarray]:
     return t[f"{i}.scale"], t[f"{i}.shift"]
 
 
-def weight_step(model: PackedModel, i: int, sign, threads: int | None, relu: bool) -> tuple[str, Step]:
+def weight_step(
+    model: PackedModel, i: int, sign, threads: int | None, relu: bool, emit=None
+) -> tuple[str, Step]:
     """Layer i (conv/linear): XNOR on the kernel when its input is binarized (``sign`` gives the
-    per-channel scale/shift whose sign is packed), else a float op; a following ReLU fused in."""
+    per-channel scale/shift whose sign is packed, or PACKED), else a float op; a following ReLU
+    fused in; ``emit``: the next layer's scale/shift, whose sign it returns packed."""
     spec, op = model.architecture[i], model.architecture[i]["op"]
     suffix = "+relu" if relu else ""
     if spec["binary_input"]:
@@ -176,7 +190,8 @@ def weight_step(model: PackedModel, i: int, sign, threads: int | None, relu: boo
             c = spec["in"]
             sign = (np.ones(c, np.float32), np.zeros(c, np.float32))
         build = xnor_conv if op == "conv" else xnor_linear
-        return f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu)
+        suffix += "+sign" if emit is not None else ""
+        return f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu, emit)
     w, b = float_weight(model, i), model.tensors.get(f"{i}.bias")
     run = (
         float_conv(w, b, spec["stride"], spec["padding"], relu) if op == "conv" else float_linear(w, b, relu)
@@ -214,20 +229,36 @@ def consumers(arch: list[dict]) -> dict[int, list[int]]:
     return users
 
 
-def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
+def compile_steps(model: PackedModel, threads: int | None, fuse_layers: bool = True) -> list[NamedStep]:
     """The graph as steps in execution order. Where a layer is the only reader of what follows it,
     that follows into the layer's own pass: BatchNorm → sign into the binary layer it feeds (which
     packs the sign itself), and after a conv, a residual ``add`` whose other branch is already
-    computed (added in the GEMM's output transform) and a ReLU."""
+    computed (added in the GEMM's output transform) and a ReLU. When that BatchNorm → sign sits
+    between two XNOR layers of one kind, the first emits the second's packed input."""
     arch = model.architecture
     users = consumers(arch)
 
     def only_user(i: int | None) -> int | None:
         return users[i][0] if i is not None and len(users[i]) == 1 else None
 
+    def emitted_sign(layer: int, out: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The BN/threshold whose sign the XNOR layer `layer` (output `out`) can emit: read by
+        nothing else, and feeding an XNOR layer of the same op without K/β scaling (which needs
+        the float values' mean |·|)."""
+        a = only_user(out)
+        j = only_user(a)
+        if not fuse_layers or not arch[layer]["binary_input"] or a is None or j is None:
+            return None
+        if arch[a]["op"] not in ("threshold", "affine") or arch[j]["op"] != arch[layer]["op"]:
+            return None
+        if not arch[j].get("binary_input") or arch[j]["scale_activations"] or arch[j]["inputs"] != [a]:
+            return None
+        return sign_input(model, a)
+
     steps: list[NamedStep] = []
     fused: set[int] = set()
     computed: set[int] = {-1}
+    emitted: set[int] = set()  # values that are packed sign bits, emitted by the layer before
     for i, spec in enumerate(arch):
         if i in fused:
             continue
@@ -235,6 +266,8 @@ def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
         sign, layer = None, i
         if op in ("threshold", "affine") and j is not None and arch[j].get("binary_input"):
             sign, layer = sign_input(model, i), j  # the consumer packs the sign of BN(x) itself
+            if inputs[0] in emitted:  # ... or the layer before packed it already
+                sign = PACKED
             fused.add(j)
         if arch[layer]["op"] not in ("conv", "linear"):
             steps.append(NamedStep(f"{i}:{op}", plain_step(model, i, threads), inputs, i))
@@ -250,7 +283,10 @@ def compile_steps(model: PackedModel, threads: int | None) -> list[NamedStep]:
         if relu:
             out = k
             fused.add(k)
-        name, run = weight_step(model, layer, sign, threads, relu)
+        emit = emitted_sign(layer, out)
+        if emit is not None:
+            emitted.add(out)
+        name, run = weight_step(model, layer, sign, threads, relu, emit)
         name += "+add" * (len(inputs) == 2)
         steps.append(NamedStep(name, run, inputs, out))
         computed.add(out)
@@ -268,10 +304,18 @@ class PackedEngine:
     image, and at batch 16 the layers after it would read 51 MB back from memory.
     """
 
-    def __init__(self, model: PackedModel, threads: int | None = None, chunk: int | None = None) -> None:
+    def __init__(
+        self,
+        model: PackedModel,
+        threads: int | None = None,
+        chunk: int | None = None,
+        fuse_layers: bool = True,
+    ) -> None:
+        """``fuse_layers=False`` keeps every binary layer's float output (no ``emit_sign``): the
+        same logits bit for bit, for measuring what the fusion buys."""
         self.model = model
         self.input_shape = tuple(model.info.get("input_shape", ()))
-        self.steps = compile_steps(model, threads)
+        self.steps = compile_steps(model, threads, fuse_layers)
         self.reads = {
             i: sum(s.inputs.count(i) for s in self.steps) for i in range(-1, len(model.architecture))
         }
