@@ -50,55 +50,60 @@ XN_DEFINE_SCALAR_MICRO(xn_micro_generic, )
 XN_DEFINE_SCALAR_MICRO(xn_micro_scalar, XN_TARGET_POPCNT)
 
 /* AVX-512 VPOPCNTDQ: 6 rows x 16 columns, twelve zmm accumulators of 64-bit counts; a last
- * panel of at most 8 real columns runs the 6 x 8 half, which does half the work. */
-XN_TARGET_AVX512 static void xn_micro_avx512(const uint64_t *a, int64_t lda, int rows,
-                                             const uint64_t *panel, int64_t words, int64_t ncols,
-                                             uint64_t *cnt) {
-    const uint64_t *a0 = XN_ROW(0), *a1 = XN_ROW(1), *a2 = XN_ROW(2), *a3 = XN_ROW(3),
-                   *a4 = XN_ROW(4), *a5 = XN_ROW(5);
+ * panel of at most 8 real columns runs the 6 x 8 half, which does half the work. The block
+ * applies the output transform to the accumulators in registers (xn_store_counts_avx512), so
+ * no tile of counts is stored and loaded back (about 1.5% of a K = 2304 layer on a Zen 4). */
 #define XN_STEP(acc, row, b) \
     acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)row[w]), b)))
-    if (ncols <= 8) {
-        __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+#define XN_STORE6(C0, C1)                                                        \
+    do {                                                                         \
+        xn_store_counts_avx512(e, m0, n0, ncols, C0##0, C1##0);                  \
+        if (rows > 1) xn_store_counts_avx512(e, m0 + 1, n0, ncols, C0##1, C1##1); \
+        if (rows > 2) xn_store_counts_avx512(e, m0 + 2, n0, ncols, C0##2, C1##2); \
+        if (rows > 3) xn_store_counts_avx512(e, m0 + 3, n0, ncols, C0##3, C1##3); \
+        if (rows > 4) xn_store_counts_avx512(e, m0 + 4, n0, ncols, C0##4, C1##4); \
+        if (rows > 5) xn_store_counts_avx512(e, m0 + 5, n0, ncols, C0##5, C1##5); \
+    } while (0)
+
+XN_TARGET_AVX512 static void xn_block_avx512(const uint64_t *a, int64_t rows, int64_t m0,
+                                             const uint64_t *panels, int64_t n, int64_t words,
+                                             const xn_epilogue *e, int64_t p0, int64_t p1) {
+    const int64_t lda = words;
+    const uint64_t *a0 = XN_ROW(0), *a1 = XN_ROW(1), *a2 = XN_ROW(2), *a3 = XN_ROW(3),
+                   *a4 = XN_ROW(4), *a5 = XN_ROW(5);
+    const __m512i z = _mm512_setzero_si512();
+    for (int64_t p = p0; p < p1; ++p) {
+        const int64_t n0 = p * XN_NR;
+        const int64_t ncols = n - n0 < XN_NR ? n - n0 : XN_NR;
+        const uint64_t *panel = panels + p * words * XN_NR;
+        if (ncols <= 8) {
+            __m512i c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z;
+            const __m512i h0 = z, h1 = z, h2 = z, h3 = z, h4 = z, h5 = z;
+            for (int64_t w = 0; w < words; ++w) {
+                const __m512i b0 = _mm512_loadu_si512((const void *)(panel + w * XN_NR));
+                XN_STEP(c0, a0, b0); XN_STEP(c1, a1, b0); XN_STEP(c2, a2, b0);
+                XN_STEP(c3, a3, b0); XN_STEP(c4, a4, b0); XN_STEP(c5, a5, b0);
+            }
+            XN_STORE6(c, h);
+            continue;
+        }
+        __m512i l0 = z, l1 = z, l2 = z, l3 = z, l4 = z, l5 = z;
+        __m512i h0 = z, h1 = z, h2 = z, h3 = z, h4 = z, h5 = z;
         for (int64_t w = 0; w < words; ++w) {
             const __m512i b0 = _mm512_loadu_si512((const void *)(panel + w * XN_NR));
-            XN_STEP(c0, a0, b0); XN_STEP(c1, a1, b0); XN_STEP(c2, a2, b0);
-            XN_STEP(c3, a3, b0); XN_STEP(c4, a4, b0); XN_STEP(c5, a5, b0);
+            const __m512i b1 = _mm512_loadu_si512((const void *)(panel + w * XN_NR + 8));
+            XN_STEP(l0, a0, b0); XN_STEP(h0, a0, b1);
+            XN_STEP(l1, a1, b0); XN_STEP(h1, a1, b1);
+            XN_STEP(l2, a2, b0); XN_STEP(h2, a2, b1);
+            XN_STEP(l3, a3, b0); XN_STEP(h3, a3, b1);
+            XN_STEP(l4, a4, b0); XN_STEP(h4, a4, b1);
+            XN_STEP(l5, a5, b0); XN_STEP(h5, a5, b1);
         }
-        _mm512_storeu_si512((void *)(cnt + 0 * XN_NR), c0);
-        _mm512_storeu_si512((void *)(cnt + 1 * XN_NR), c1);
-        _mm512_storeu_si512((void *)(cnt + 2 * XN_NR), c2);
-        _mm512_storeu_si512((void *)(cnt + 3 * XN_NR), c3);
-        _mm512_storeu_si512((void *)(cnt + 4 * XN_NR), c4);
-        _mm512_storeu_si512((void *)(cnt + 5 * XN_NR), c5);
-        return;
+        XN_STORE6(l, h);
     }
-    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int64_t w = 0; w < words; ++w) {
-        const __m512i b0 = _mm512_loadu_si512((const void *)(panel + w * XN_NR));
-        const __m512i b1 = _mm512_loadu_si512((const void *)(panel + w * XN_NR + 8));
-        XN_STEP(c00, a0, b0); XN_STEP(c01, a0, b1);
-        XN_STEP(c10, a1, b0); XN_STEP(c11, a1, b1);
-        XN_STEP(c20, a2, b0); XN_STEP(c21, a2, b1);
-        XN_STEP(c30, a3, b0); XN_STEP(c31, a3, b1);
-        XN_STEP(c40, a4, b0); XN_STEP(c41, a4, b1);
-        XN_STEP(c50, a5, b0); XN_STEP(c51, a5, b1);
-    }
-#undef XN_STEP
-    _mm512_storeu_si512((void *)(cnt + 0 * XN_NR), c00);
-    _mm512_storeu_si512((void *)(cnt + 0 * XN_NR + 8), c01);
-    _mm512_storeu_si512((void *)(cnt + 1 * XN_NR), c10);
-    _mm512_storeu_si512((void *)(cnt + 1 * XN_NR + 8), c11);
-    _mm512_storeu_si512((void *)(cnt + 2 * XN_NR), c20);
-    _mm512_storeu_si512((void *)(cnt + 2 * XN_NR + 8), c21);
-    _mm512_storeu_si512((void *)(cnt + 3 * XN_NR), c30);
-    _mm512_storeu_si512((void *)(cnt + 3 * XN_NR + 8), c31);
-    _mm512_storeu_si512((void *)(cnt + 4 * XN_NR), c40);
-    _mm512_storeu_si512((void *)(cnt + 4 * XN_NR + 8), c41);
-    _mm512_storeu_si512((void *)(cnt + 5 * XN_NR), c50);
-    _mm512_storeu_si512((void *)(cnt + 5 * XN_NR + 8), c51);
 }
+#undef XN_STORE6
+#undef XN_STEP
 #endif /* XN_X86 */
 
 /* One block of `rows` <= MR rows against panels [p0, p1), compiled per ISA so the microkernel
@@ -122,7 +127,6 @@ XN_DEFINE_BLOCK(xn_block_generic, , xn_micro_generic, xn_store_row)
 #ifdef XN_X86
 XN_DEFINE_BLOCK(xn_block_scalar, XN_TARGET_POPCNT, xn_micro_scalar, xn_store_row)
 XN_DEFINE_BLOCK(xn_block_avx2, XN_TARGET_AVX2, xn_micro_avx2, xn_store_row)
-XN_DEFINE_BLOCK(xn_block_avx512, XN_TARGET_AVX512, xn_micro_avx512, xn_store_row_avx512)
 #endif
 
 static xn_block_fn xn_block_for(int isa) {

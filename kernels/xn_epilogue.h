@@ -99,16 +99,18 @@ static inline void xn_store_row(const xn_epilogue *e, int64_t m, int64_t n0, int
 }
 
 #ifdef XN_X86
-/* The same arithmetic in the same order, 16 columns per instruction: (float)dot * alpha, then
+/* The same arithmetic in the same order, 16 columns per instruction, taken straight from the
+ * microkernel's count registers (columns 0-7 and 8-15; the high half is ignored for ncols <= 8),
+ * so no tile of counts goes through memory: (float)dot * alpha, then
  * * row_scale (skipped when absent: x * 1.0f == x exactly), + bias, + residual, then
  * max(y, 0), which like y > 0 ? y : 0 returns +0 for -0 and NaN. The i64 -> i32 narrowing
  * wraps like the scalar cast. */
-XN_TARGET_AVX512 static inline void xn_store_row_avx512(const xn_epilogue *e, int64_t m,
-                                                        int64_t n0, int64_t ncols,
-                                                        const uint64_t *cnt) {
+XN_TARGET_AVX512 static inline void xn_store_counts_avx512(const xn_epilogue *e, int64_t m,
+                                                           int64_t n0, int64_t ncols,
+                                                           __m512i cnt_lo, __m512i cnt_hi) {
     const __mmask16 mask = (__mmask16)((1u << ncols) - 1u);
-    const __m256i lo = _mm512_cvtepi64_epi32(_mm512_loadu_si512((const void *)cnt));
-    const __m256i hi = _mm512_cvtepi64_epi32(_mm512_loadu_si512((const void *)(cnt + 8)));
+    const __m256i lo = _mm512_cvtepi64_epi32(cnt_lo);
+    const __m256i hi = _mm512_cvtepi64_epi32(cnt_hi);
     const __m512i c32 = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
     __m512i dot = _mm512_sub_epi32(_mm512_set1_epi32((int32_t)e->k), _mm512_slli_epi32(c32, 1));
     if (e->corr)
