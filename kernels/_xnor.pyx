@@ -24,6 +24,7 @@ cdef extern from "xnor_kernels.h" nogil:
         int64_t emit_pixels
         int64_t emit_row_words
         int emit_atomic
+        int emit_halfwords
 
     ctypedef struct xn_conv_geom:
         int64_t batch, h, c, row_words, kh, kw, stride, pad, ho, wo
@@ -89,6 +90,7 @@ cdef void _bgemm(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] pa
     e.emit_pixels = 1
     e.emit_row_words = 0
     e.emit_atomic = 0
+    e.emit_halfwords = 0
     with nogil:
         xn_bgemm(isa, &a[0, 0], a.shape[0], &panels[0, 0, 0], n, a.shape[1], e, threads)
 
@@ -218,6 +220,7 @@ def layer_forward(int isa, const float[:, ::1] x, const float[::1] scale, const 
     e.emit_bits = &emit_bits[0, 0] if emit_bits is not None else NULL
     e.emit_pixels = emit_pixels
     e.emit_row_words = emit_bits.shape[1] if emit_bits is not None else 0
-    e.emit_atomic = 0  # xn_layer_forward decides from its thread split
+    e.emit_atomic = 0  # xn_layer_forward decides these two from N, the streams and its thread split
+    e.emit_halfwords = 0
     with nogil:
         xn_layer_forward(isa, &io, &panels[0, 0, 0], n, panels.shape[1], &e, threads)

@@ -42,14 +42,28 @@ typedef struct {
     int64_t emit_pixels;
     int64_t emit_row_words;
     int emit_atomic;
+    /* emit_halfwords: N % 16 == 0 and streams without padding bits, so each panel's 16 bits of a
+     * row are one aligned uint16 of one flat stream: a plain 16-bit store, written exactly once,
+     * with no zeroing beforehand, no read-modify-write and nothing shared between threads. */
+    int emit_halfwords;
 } xn_epilogue;
 
 /* OR `mask` (bit j: column n0 + j of row m is negative) into the emitted bit streams. A mask of
  * at most 16 bits spans at most two words, both inside the row's stream. */
 static inline void xn_emit_mask(const xn_epilogue *e, int64_t m, int64_t n0, uint64_t mask) {
-    const int64_t stream = m / e->emit_pixels;
-    const int64_t bit = (m - stream * e->emit_pixels) * e->n + n0;
-    uint64_t *w = e->emit_bits + stream * e->emit_row_words + (bit >> 6);
+    if (e->emit_halfwords) { /* little-endian: halfword j of a word holds its bits 16j..16j+15 */
+        const uint16_t half = (uint16_t)mask;
+        memcpy((uint16_t *)e->emit_bits + ((m * e->n + n0) >> 4), &half, sizeof half);
+        return;
+    }
+    uint64_t *w = e->emit_bits;
+    int64_t bit = m * e->n + n0; /* streams without padding bits are one flat stream */
+    if (e->emit_row_words * 64 != e->emit_pixels * e->n) { /* else find row m's stream: a division */
+        const int64_t stream = m / e->emit_pixels;
+        bit = (m - stream * e->emit_pixels) * e->n + n0;
+        w += stream * e->emit_row_words;
+    }
+    w += bit >> 6;
     const int r = (int)(bit & 63);
     const uint64_t lo = mask << r, hi = r ? mask >> (64 - r) : 0;
     if (e->emit_atomic) {

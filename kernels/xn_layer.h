@@ -59,11 +59,12 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
     const int64_t blocks = (m + mr - 1) / mr;
     const int64_t groups = xn_panel_groups(blocks, n, threads);
     xn_epilogue ep = *e;
-    ep.emit_atomic = ep.emit_bits ? xn_emit_shared(n, groups, threads) : 0;
-    const int64_t emit_streams = ep.emit_bits ? m / ep.emit_pixels : 0;
+    ep.emit_halfwords = ep.emit_bits && n % 16 == 0 && ep.emit_row_words * 64 == ep.emit_pixels * n;
+    ep.emit_atomic = ep.emit_bits && !ep.emit_halfwords ? xn_emit_shared(n, groups, threads) : 0;
+    const int64_t emit_streams = ep.emit_bits && !ep.emit_halfwords ? m / ep.emit_pixels : 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        if (ep.emit_bits) { /* the store ORs bits in: start from zeros, padding bits included */
+        if (emit_streams) { /* the store ORs bits in: start from zeros, padding bits included */
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < emit_streams; ++r)
                 memset(ep.emit_bits + r * ep.emit_row_words, 0, (size_t)ep.emit_row_words * sizeof(uint64_t));

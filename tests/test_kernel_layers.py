@@ -109,8 +109,8 @@ def test_conv_layer_packs_the_sign_of_its_affine(isa, threads):
 
 
 def test_workspaces_are_reused_across_shapes(isa):
-    """Smaller, larger, then smaller batches and image sizes: each call exact, and a call that fits
-    the buffers already held allocates none."""
+    """Smaller, larger, then smaller batches and image sizes: each call exact, a call that fits
+    the buffers already held allocates none, and none writes to a buffer the workspace dropped."""
     rng = np.random.default_rng(8)
     weight = signed_floats(rng, (12, 20, 3, 3))
     weights = BinaryConvWeights.from_float(weight, 1, 1)
@@ -121,6 +121,9 @@ def test_workspaces_are_reused_across_shapes(isa):
         x = signed_floats(rng, (shape[0], shape[1], shape[2], 20))
         out = layer(x)
         np.testing.assert_array_equal(out, transform(binary_conv2d_ref(x, weight, 1, 1), alpha))
+        # the shape's prepared call was rebuilt after a larger one replaced the buffers: the
+        # output is the workspace's current buffer, not one it has dropped
+        assert np.shares_memory(out, layer.workspace.get("out", (1,), np.float32))
         held.append(layer.workspace.nbytes)
     assert held[0] == held[1] < held[2] == held[3] == held[4] == held[5]
 

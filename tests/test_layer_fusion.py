@@ -35,8 +35,11 @@ def expected_bits(y: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.nda
     return pack_bits_ref(z.reshape(z.shape[0] * z.shape[1], -1) if z.ndim == 4 else z)
 
 
-CONV_CASES = [  # (batch, h, w, c_in, c_out, k, stride, pad): Cout not a multiple of 64, and one that is
+CONV_CASES = [  # (batch, h, w, c_in, c_out, k, stride, pad): streams with padding bits (OR into
+    # zeroed words, atomic when threads may share one), and Wo·Cout a multiple of 64 with Cout a
+    # multiple of 16 (each panel's bits one plain 16-bit store: 64×3, 256×5), and 48×5 = 240 bits
     (2, 7, 9, 5, 20, 3, 1, 1),
+    (2, 6, 5, 8, 48, 3, 1, 1),
     (1, 8, 8, 20, 50, 5, 1, 0),
     (3, 6, 5, 64, 64, 3, 2, 1),
     (2, 9, 9, 16, 130, 3, 1, 1),

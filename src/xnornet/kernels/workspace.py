@@ -18,6 +18,8 @@ Examples:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 ALIGN = 64  # bytes: one cache line, and one AVX-512 register
@@ -29,10 +31,11 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
+        self.generation = 0  # counts buffer replacements: views taken before one may be stale
 
     def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         buf = self._buffers.get(name)
         if buf is None or buf.nbytes < nbytes:
             raw = np.empty(nbytes + ALIGN, np.uint8)
@@ -40,6 +43,7 @@ class Workspace:
             buf = raw[skip : skip + nbytes]
             buf.fill(0)  # touch every page now, not in the first timed call
             self._buffers[name] = buf
+            self.generation += 1
         return buf[:nbytes].view(dtype).reshape(shape)
 
     @property
