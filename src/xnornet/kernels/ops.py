@@ -151,6 +151,8 @@ def gemm_packed(
     _check_columns(columns)
     if a_bits.shape[1] != columns.words:
         raise ValueError(f"a_bits has {a_bits.shape[1]} words per row, columns have {columns.words}")
+    if a_bits.shape[0] < 1:  # as pack_bits and the layers refuse empty input: no silent empty result
+        raise ValueError(f"a_bits must have at least one row, got shape {a_bits.shape}")
     m, n = a_bits.shape[0], columns.n
     if corr is not None:
         _check(corr, "corr", np.int32, ndim=2)
