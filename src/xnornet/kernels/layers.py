@@ -3,8 +3,9 @@
 ``binary_conv2d`` and ``binary_linear`` validate every argument and allocate their outputs on
 each call: right for tests and one-off use, but a network calls the same layer with the same
 shapes again and again. A layer object checks its weights, α, bias and the sign's BatchNorm once,
-keeps its workspaces (kernels.workspace) and runs pack → im2col → GEMM → output transform as one
-C call with one parallel region (kernels/xn_layer.h).
+keeps its workspaces (kernels.workspace) and, on the AVX2 path, its weights' nibble planes
+(PackedColumns.operand), and runs pack → im2col → GEMM → output transform as one C call with
+one parallel region (kernels/xn_layer.h).
 
 The array a call returns is the layer's own output buffer: the next call overwrites it (copy it
 to keep it). One caller at a time per layer object.
@@ -113,6 +114,7 @@ class BinaryConv2dLayer(_BinaryLayer):
         _check_columns(weights.columns)
         self.weights = weights
         super().__init__(weights.out_channels, weights.in_channels, alpha, bias, relu, threads, sign)
+        weights.columns.operand(isa_code())  # AVX2: the nibble planes made now, not in a call
 
     def __call__(self, x: np.ndarray, *, row_scale=None, residual=None) -> np.ndarray:
         """x (B, H, W, C) float32 → (B, Ho, Wo, Cout): float32 with alpha, else int32 dots."""
@@ -151,7 +153,8 @@ class BinaryConv2dLayer(_BinaryLayer):
         out = self._out(m, n)
         row_scale, residual = self._extras(m, n, row_scale, residual, out)
         geometry = (b, h, wt.in_channels, kh, kw, wt.stride, wt.padding, ho, wo)
-        _xnor.layer_forward(isa_code(), rows, scale, shift, bits, geometry, cols, wt.columns.panels, n,
+        isa = isa_code()
+        _xnor.layer_forward(isa, rows, scale, shift, bits, geometry, cols, wt.columns.operand(isa), n,
                             wt.columns.k, self.alpha, self.bias, row_scale, wt.correction(h, w), out,
                             self._threads(m * n * cols.shape[1]), self.relu, residual)  # fmt: skip
         return out.reshape(b, ho, wo, n)
@@ -177,6 +180,7 @@ class BinaryLinearLayer(_BinaryLayer):
                              f"{columns.words}")  # fmt: skip
         self.columns = columns
         super().__init__(columns.n, columns.k, alpha, bias, relu, threads, sign)
+        columns.operand(isa_code())  # AVX2: the nibble planes made now, not in a call
 
     def __call__(self, x: np.ndarray, *, row_scale=None) -> np.ndarray:
         """x (M, K) float32 → (M, N)."""
@@ -199,7 +203,8 @@ class BinaryLinearLayer(_BinaryLayer):
         m, n = bits.shape[0], self.columns.n
         out = self._out(m, n)
         row_scale, _ = self._extras(m, n, row_scale, None, out)
-        _xnor.layer_forward(isa_code(), x, scale, shift, bits, None, None, self.columns.panels, n,
+        isa = isa_code()
+        _xnor.layer_forward(isa, x, scale, shift, bits, None, None, self.columns.operand(isa), n,
                             self.columns.k, self.alpha, self.bias, row_scale, None, out,
                             self._threads(m * n * self.columns.words), self.relu)  # fmt: skip
         return out
