@@ -10,15 +10,16 @@
  *      low nibbles then their high nibbles, [p][w][2][XN_NR] (xn_panel_width(XN_ISA_AVX2) = 32).
  *   A: split per row block (XN_MR_AVX2_PLANES = 24 rows) into a stack buffer and reused against
  *      every panel of the block; K is staged at most XN_PLANES_CHUNK words at a time, so the
- *      buffer (15 KiB) and a panel's chunk of planes (10 KiB) stay in L1 whatever K is (a VGG
- *      fc layer has 392 words).
+ *      buffer stays near L1 size (30 KiB at most) whatever K is (a VGG fc layer has 392 words).
+ *      80 words measured faster than 40 on Zen 4 (ResNet's 4608-bit K is then one chunk, and
+ *      the counts need no round trip between chunks) though buffer and panel overflow L1.
  *
  * Byte counts: each lookup is <= 4, so a word adds <= 8 per byte, as before; vpsadbw folds them
  * into 64-bit column counts every 31 words (31 x 8 = 248 <= 255).
  *
  * Measured on Zen 4 (1 core): the microkernel alone runs at 1.67 cycles per ymm product against
  * 2.15 for the byte lookup (6 vs 8 ops on 4 vector pipes, 2 of them for vpshufb); in the GEMM,
- * with the A staging and the row stores, 2.0 against 2.35.
+ * with the A staging and the row stores (xn_store_row_avx2), about 1.9 against 2.35.
  */
 #ifndef XN_AVX2_PLANES_H
 #define XN_AVX2_PLANES_H
@@ -29,7 +30,7 @@
 #include "xn_dispatch.h"
 #include "xn_epilogue.h"
 
-#define XN_PLANES_CHUNK 40 /* at most this many words of K staged at once (K split evenly) */
+#define XN_PLANES_CHUNK 80 /* at most this many words of K staged at once (K split evenly) */
 #define XN_PLANES_GROUP 4  /* panels whose counts are kept while K goes by chunk */
 #define XN_NIBBLES 0x0f0f0f0f0f0f0f0full
 

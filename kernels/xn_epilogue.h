@@ -58,34 +58,36 @@ static inline void xn_store_row(const xn_epilogue *e, int64_t m, int64_t n0, int
 
 #ifdef XN_X86
 /* xn_store_row for AVX2, 8 columns per instruction, with the arithmetic and order of the
- * AVX-512 store below (masked loads and stores, so a short last panel needs no tail loop).
- * At 16 columns per row and panel the portable store costs about a fifth of the nibble-plane
- * GEMM's time. */
+ * AVX-512 store below. Full panels only: a short last panel takes the portable store, since
+ * AMD's masked stores (vpmaskmovd) are microcoded and slower than the scalar loop. At 16 columns
+ * per row and panel the portable store costs 10-30% of the nibble-plane GEMM's time. */
 XN_TARGET_AVX2 static inline void xn_store_row_avx2(const xn_epilogue *e, int64_t m, int64_t n0,
                                                     int64_t ncols, const uint64_t *cnt) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    if (ncols < XN_NR) {
+        xn_store_row(e, m, n0, ncols, cnt);
+        return;
+    }
     const __m256i k = _mm256_set1_epi32((int32_t)e->k);
     const int32_t *corr = e->corr ? e->corr + (m % e->corr_period) * e->n + n0 : NULL;
-    for (int h = 0; h < 2 && 8 * h < ncols; ++h) {
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)(ncols - 8 * h)), lane);
+    for (int h = 0; h < 2; ++h) {
         /* the low 32 bits of 8 counts, in order: k - 2 * cnt wraps like the scalar cast */
         const __m256 lo = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(cnt + 8 * h)));
         const __m256 hi = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(cnt + 8 * h + 4)));
         const __m256i c32 = _mm256_permute4x64_epi64(
             _mm256_castps_si256(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0));
         __m256i dot = _mm256_sub_epi32(k, _mm256_slli_epi32(c32, 1));
-        if (corr) dot = _mm256_sub_epi32(dot, _mm256_maskload_epi32(corr + 8 * h, mask));
+        if (corr) dot = _mm256_sub_epi32(dot, _mm256_loadu_si256((const __m256i *)(corr + 8 * h)));
+        const int64_t j = n0 + 8 * h;
         if (e->out_i32) {
-            _mm256_maskstore_epi32(e->out_i32 + m * e->n + n0 + 8 * h, mask, dot);
+            _mm256_storeu_si256((__m256i *)(e->out_i32 + m * e->n + j), dot);
             continue;
         }
-        const int64_t j = n0 + 8 * h;
-        __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_maskload_ps(e->alpha + j, mask));
+        __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(e->alpha + j));
         if (e->row_scale) y = _mm256_mul_ps(y, _mm256_set1_ps(e->row_scale[m]));
-        if (e->bias) y = _mm256_add_ps(y, _mm256_maskload_ps(e->bias + j, mask));
-        if (e->residual) y = _mm256_add_ps(y, _mm256_maskload_ps(e->residual + m * e->n + j, mask));
+        if (e->bias) y = _mm256_add_ps(y, _mm256_loadu_ps(e->bias + j));
+        if (e->residual) y = _mm256_add_ps(y, _mm256_loadu_ps(e->residual + m * e->n + j));
         if (e->relu) y = _mm256_max_ps(y, _mm256_setzero_ps());
-        _mm256_maskstore_ps(e->out_f32 + m * e->n + j, mask, y);
+        _mm256_storeu_ps(e->out_f32 + m * e->n + j, y);
     }
 }
 
