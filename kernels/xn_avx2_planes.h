@@ -54,14 +54,18 @@ static void xn_nibble_planes(const uint64_t *panels, int64_t npanels, int64_t wo
  * rows of a short block repeat the last real one (their counts are never stored). */
 static inline void xn_stage_planes(const uint64_t *a, int64_t lda, int64_t rows, int64_t w0,
                                    int64_t cw, uint64_t *stage) {
-    const int64_t padded = (rows + XN_PR - 1) / XN_PR * XN_PR;
-    for (int64_t r = 0; r < padded; ++r) {
-        const uint64_t *row = a + (r < rows ? r : rows - 1) * lda + w0;
-        uint64_t *dst = stage + ((r / XN_PR) * cw * XN_PR + r % XN_PR) * 2;
-        for (int64_t w = 0; w < cw; ++w) {
-            dst[w * XN_PR * 2] = row[w] & XN_NIBBLES;
-            dst[w * XN_PR * 2 + 1] = (row[w] >> 4) & XN_NIBBLES;
+    for (int64_t mb = 0; mb * XN_PR < rows; ++mb) {
+        const uint64_t *src[XN_PR];
+        for (int r = 0; r < XN_PR; ++r) {
+            const int64_t row = mb * XN_PR + r;
+            src[r] = a + (row < rows ? row : rows - 1) * lda + w0;
         }
+        uint64_t *dst = stage + mb * cw * XN_PR * 2;
+        for (int64_t w = 0; w < cw; ++w, dst += XN_PR * 2) /* written in order, 48 bytes a word */
+            for (int r = 0; r < XN_PR; ++r) {
+                dst[2 * r] = src[r][w] & XN_NIBBLES;
+                dst[2 * r + 1] = (src[r][w] >> 4) & XN_NIBBLES;
+            }
     }
 }
 
