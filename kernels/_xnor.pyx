@@ -40,6 +40,9 @@ cdef extern from "xnor_kernels.h" nogil:
         uint64_t *cols
 
     int xn_cpu_isa()
+    int xn_panel_width(int isa)
+    void xn_nibble_planes(const uint64_t *panels, int64_t npanels, int64_t words, uint64_t *planes)
+    enum: XN_NR, XN_PLANES_CHUNK
     void xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *panels, int64_t n,
                   int64_t words, const xn_epilogue *e, int threads)
     void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *panels, int64_t n,
@@ -60,8 +63,37 @@ cdef extern from "xnor_kernels.h" nogil:
                          float *absmean, int threads)
 
 
+PLANES_CHUNK_WORDS = XN_PLANES_CHUNK  # words of K the AVX2 GEMM stages at once
+
+
 def cpu_isa() -> int:
     return xn_cpu_isa()
+
+
+def panel_width(int isa) -> int:
+    """uint64 per word of a B panel as the GEMM of ``isa`` reads it (16, or 32 nibble planes)."""
+    return xn_panel_width(isa)
+
+
+def nibble_planes(const uint64_t[:, :, ::1] panels, uint64_t[:, :, ::1] out):
+    """(P, W, 16) panels -> their (P, W, 32) nibble planes, the B operand of the AVX2 GEMM."""
+    if out.shape[0] != panels.shape[0] or out.shape[1] != panels.shape[1] or out.shape[2] != 2 * XN_NR \
+            or panels.shape[2] != XN_NR:
+        raise ValueError(f"nibble planes of panels {tuple(panels.shape)[:3]} need shape "
+                         f"{(panels.shape[0], panels.shape[1], 2 * XN_NR)}, got {tuple(out.shape)[:3]}")
+    if panels.shape[0] == 0 or panels.shape[1] == 0:
+        return
+    with nogil:
+        xn_nibble_planes(&panels[0, 0, 0], panels.shape[0], panels.shape[1], &out[0, 0, 0])
+
+
+cdef _check_operand(int isa, const uint64_t[:, :, ::1] panels, int64_t n, int64_t words):
+    """The B operand must have the layout the ISA's GEMM reads, or the C code would read past it."""
+    cdef int64_t width = xn_panel_width(isa)
+    if panels.shape[2] != width or panels.shape[1] != words or panels.shape[0] * XN_NR < n:
+        raise ValueError(f"panels of shape {tuple(panels.shape)[:3]} for {n} columns of {words} words: "
+                         f"this path reads ({(n + XN_NR - 1) // XN_NR}, {words}, {width})"
+                         + (" nibble planes (PackedColumns.operand)" if width != XN_NR else ""))
 
 
 def pack_rows(int isa, const float[:, ::1] x, int64_t k, uint64_t[:, ::1] out, int threads):
@@ -80,8 +112,9 @@ def im2col(const uint64_t[:, ::1] x, int64_t batch, int64_t h, int64_t c, int64_
                   threads)
 
 
-cdef void _bgemm(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
-                 xn_epilogue *e, int threads):
+cdef _bgemm(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panels, int64_t n,
+            xn_epilogue *e, int threads):
+    _check_operand(isa, panels, n, a.shape[1])
     if a.shape[0] == 0 or n == 0:
         return
     e.emit_scale = NULL  # the plain GEMM writes its output; only a layer emits sign bits
@@ -183,6 +216,7 @@ def layer_forward(int isa, const float[:, ::1] x, const float[::1] scale, const 
     cdef xn_epilogue e
     cdef int32_t[:, ::1] out_i32
     cdef float[:, ::1] out_f32
+    _check_operand(isa, panels, n, panels.shape[1])
     io.x = &x[0, 0] if x is not None else NULL
     io.scale = &scale[0] if scale is not None else NULL
     io.shift = &shift[0] if shift is not None else NULL

@@ -6,7 +6,8 @@
  *   A: M rows of `words` uint64 (one row per output pixel / sample).
  *   B: packed into panels of XN_NR columns, panel p holds B[p*NR + j][w] at [p][w][j]
  *      (zero columns pad the last panel), so the microkernels broadcast one A word and
- *      XOR it with NR columns at once, accumulating 64-bit counts per column.
+ *      XOR it with NR columns at once, accumulating 64-bit counts per column. The AVX2 path
+ *      reads the panels split into nibble planes instead (xn_avx2_planes.h, xn_panel_width).
  *
  * A microkernel computes `rows` <= MR rows: the missing rows of a last, short row block read
  * the last real row again (their counts are never stored), so no row block needs a zero-padded
@@ -19,6 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "xn_avx2_planes.h"
 #include "xn_dispatch.h"
 #include "xn_epilogue.h"
 #include "xn_micro_avx2.h"
@@ -132,7 +134,8 @@ XN_DEFINE_BLOCK(xn_block_avx2, XN_TARGET_AVX2, xn_micro_avx2, xn_store_row)
 static xn_block_fn xn_block_for(int isa) {
 #ifdef XN_X86
     if (isa == XN_ISA_AVX512) return xn_block_avx512;
-    if (isa == XN_ISA_AVX2) return xn_block_avx2;
+    if (isa == XN_ISA_AVX2) return xn_block_avx2_planes; /* reads nibble planes, not panels */
+    if (isa == XN_ISA_AVX2_LOOKUP) return xn_block_avx2;
     if (isa == XN_ISA_SCALAR) return xn_block_scalar;
 #endif
     (void)isa;

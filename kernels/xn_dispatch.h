@@ -20,6 +20,18 @@
 
 enum { XN_ISA_GENERIC = 0, XN_ISA_SCALAR = 1, XN_ISA_AVX2 = 2, XN_ISA_AVX512 = 3 };
 
+/* Not a CPU path but the AVX2 GEMM it replaced (vpshufb lookup on whole bytes, xn_micro_avx2.h),
+ * kept under its own code so the bench can time both in one run until the nibble-plane kernel
+ * (xn_avx2_planes.h) is the clear winner (issue 7); everything but the GEMM runs as for AVX2.
+ * xn_cpu_isa never returns it. */
+enum { XN_ISA_AVX2_LOOKUP = 4 };
+
+/* The AVX2 family: the same packing and sign kernels for both GEMMs. */
+static inline int xn_is_avx2(int isa) { return isa == XN_ISA_AVX2 || isa == XN_ISA_AVX2_LOOKUP; }
+
+/* Rows of one AVX2 row block: 8 microkernel calls of 3 rows against each panel (xn_avx2_planes.h). */
+#define XN_MR_AVX2_PLANES 24
+
 /* The best path this CPU (and OS) can run. */
 static int xn_cpu_isa(void) {
 #ifdef XN_X86
@@ -34,7 +46,12 @@ static int xn_cpu_isa(void) {
 }
 
 static int xn_micro_rows(int isa) {
-    return isa == XN_ISA_AVX512 ? 6 : isa == XN_ISA_AVX2 ? 3 : 1;
+    return isa == XN_ISA_AVX512 ? 6 : isa == XN_ISA_AVX2 ? XN_MR_AVX2_PLANES
+                                    : isa == XN_ISA_AVX2_LOOKUP ? 3 : 1;
 }
+
+/* uint64 per word of a B panel as the GEMM of `isa` reads it: the XN_NR columns themselves, or
+ * for AVX2 their low- and high-nibble planes side by side (xn_nibble_planes). */
+static int xn_panel_width(int isa) { return isa == XN_ISA_AVX2 ? 2 * XN_NR : XN_NR; }
 
 #endif /* XN_DISPATCH_H */

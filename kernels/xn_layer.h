@@ -48,7 +48,7 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
         xn_affine_row_generic;
 #ifdef XN_X86
     if (isa == XN_ISA_AVX512) pack = xn_pack_row_avx512, affine = xn_affine_row_avx512;
-    else if (isa == XN_ISA_AVX2) pack = xn_pack_row_avx2, affine = xn_affine_row_avx2;
+    else if (xn_is_avx2(isa)) pack = xn_pack_row_avx2, affine = xn_affine_row_avx2;
     else if (isa == XN_ISA_SCALAR) pack = xn_pack_row_scalar, affine = xn_affine_row_scalar;
 #endif
     const xn_conv_geom *g = io->conv;

@@ -1,5 +1,7 @@
-/* The GEMM microkernel for AVX2 CPUs, which have no vector popcount (Haswell to Zen 3):
- * vpshufb nibble lookup on 16 columns of 3 rows. (Counting 4 of the 16 columns with scalar
+/* The former GEMM microkernel for AVX2 CPUs, which have no vector popcount (Haswell to Zen 3):
+ * vpshufb nibble lookup on 16 columns of 3 rows, each product split into its nibbles in the
+ * loop. The nibble-plane kernel (xn_avx2_planes.h) replaced it; it runs as XN_ISA_AVX2_LOOKUP
+ * so the bench can still time the two side by side. (Counting 4 of the 16 columns with scalar
  * POPCNT beside the lookup, to keep both kinds of port busy, measured 0.78x of this on Zen 4.)
  * Same arguments as the other microkernels (xn_bgemm.h): `rows` <= MR rows (missing rows read
  * the last real one), `ncols` <= 16 real columns of the panel.

@@ -1,5 +1,6 @@
 /* The measured per-core ceiling of the binary MAC step, the roofline the benchmarks compare
- * the GEMM against. Uses the GEMM's own AVX2 popcount (XN_AVX2_POPCNT8 in xn_micro_avx2.h) so the
+ * the GEMM against. Each path uses its GEMM's own popcount (for AVX2 the nibble-plane lookup of
+ * xn_avx2_planes.h; for the former AVX2 kernel XN_AVX2_POPCNT8 of xn_micro_avx2.h) so the
  * ceiling is of the same instruction mix.
  */
 #ifndef XN_PEAK_H
@@ -8,6 +9,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "xn_avx2_planes.h"
 #include "xn_dispatch.h"
 #include "xn_micro_avx2.h"
 
@@ -78,6 +80,23 @@ XN_TARGET_AVX2 static double xn_peak_avx2(int64_t iters) {
     return 2.0 * 256.0 * 6.0 * 31.0 * (double)rounds / dt;
 }
 
+/* The nibble-plane kernel itself (xn_avx2_planes.h) on operands that stay in L1: 31 words of
+ * 3 rows x 16 columns per call, so the limit has its loads, broadcasts and folds too. */
+XN_TARGET_AVX2 static double xn_peak_avx2_planes(int64_t iters) {
+    uint64_t stage[31 * XN_PR * 2], planes[31 * 2 * XN_NR], cnt[XN_PR * XN_NR] = {0};
+    uint64_t v = 0x9E3779B97F4A7C15ull ^ xn_sink;
+    for (int i = 0; i < 31 * XN_PR * 2; ++i) stage[i] = (v = v * 0x5851F42D4C957F2Dull + 1) & XN_NIBBLES;
+    for (int i = 0; i < 31 * 2 * XN_NR; ++i) planes[i] = (v = v * 0x5851F42D4C957F2Dull + 1) & XN_NIBBLES;
+    const int64_t calls = iters / 31 + 1;
+    const double t0 = xn_now();
+    for (int64_t c = 0; c < calls; ++c) xn_micro_avx2_planes(stage, planes, 31, XN_NR, cnt);
+    const double dt = xn_now() - t0;
+    uint64_t t = 0;
+    for (int i = 0; i < XN_PR * XN_NR; ++i) t += cnt[i];
+    xn_sink = t;
+    return 2.0 * 64.0 * XN_PR * XN_NR * 31.0 * (double)calls / dt;
+}
+
 XN_TARGET_AVX512 static double xn_peak_avx512(int64_t iters) {
     const __m512i step = _mm512_set1_epi64(0x5851F42D4C957F2Dll);
     __m512i v[12], acc[12];
@@ -103,7 +122,8 @@ XN_TARGET_AVX512 static double xn_peak_avx512(int64_t iters) {
 static double xn_popcount_peak(int isa, int64_t iters) {
 #ifdef XN_X86
     if (isa == XN_ISA_AVX512) return xn_peak_avx512(iters);
-    if (isa == XN_ISA_AVX2) return xn_peak_avx2(iters);
+    if (isa == XN_ISA_AVX2) return xn_peak_avx2_planes(iters);
+    if (isa == XN_ISA_AVX2_LOOKUP) return xn_peak_avx2(iters);
     if (isa == XN_ISA_SCALAR) return xn_peak_scalar(iters);
 #endif
     (void)isa;

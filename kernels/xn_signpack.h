@@ -70,7 +70,7 @@ static void xn_affine_pack_rows(int isa, const float *x, int64_t rows, int64_t k
         xn_affine_row_generic;
 #ifdef XN_X86
     if (isa == XN_ISA_AVX512) row = xn_affine_row_avx512;
-    else if (isa == XN_ISA_AVX2) row = xn_affine_row_avx2;
+    else if (xn_is_avx2(isa)) row = xn_affine_row_avx2;
     else if (isa == XN_ISA_SCALAR) row = xn_affine_row_scalar;
 #endif
     (void)isa;

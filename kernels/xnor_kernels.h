@@ -10,7 +10,8 @@
  *   xn_bitpack.h   sign-packing float rows (xn_pack_rows)
  *   xn_signpack.h  BatchNorm/affine -> sign -> pack (xn_affine_pack_rows, xn_bn_sign_pack)
  *   xn_epilogue.h  the GEMM's fused output transform (portable and AVX-512 row stores)
- *   xn_micro_avx2.h the AVX2 microkernel (vpshufb nibble lookup)
+ *   xn_micro_avx2.h the former AVX2 microkernel (vpshufb lookup on whole bytes), for the bench
+ *   xn_avx2_planes.h the AVX2 GEMM on nibble planes (B planes, A staging, microkernel, block)
  *   xn_bgemm.h     microkernels, row blocks, xn_bgemm
  *   xn_im2col.h    bit-level im2col (xn_im2col)
  *   xn_layer.h     pack + im2col + GEMM of one layer in one parallel region (xn_layer_forward)

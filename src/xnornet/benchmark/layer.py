@@ -22,7 +22,7 @@ from xnornet.kernels import (
     pack_bits,
     pack_nhwc,
 )
-from xnornet.kernels.isa import ENV_VAR
+from xnornet.kernels.isa import ENV_VAR, comparison_isas
 
 
 def torch_fns(shape: LayerShape, rng: np.random.Generator) -> dict[str, Callable[[], object]]:
@@ -82,10 +82,11 @@ def with_limits(row: dict, limits: dict[str, float]) -> dict:
 
 
 def resolve_isas(wanted, available: list[str]) -> list[str]:
-    """``all`` = every popcount path here; "generic" (for CPUs without POPCNT) only if asked."""
+    """``all`` = every popcount path here; "generic" (for CPUs without POPCNT) only if asked, and
+    a former kernel kept for comparison (``avx2-lookup``, isa.COMPARISON_ISAS) too."""
     if wanted == "all":
         return [isa for isa in available if isa != "generic"] or list(available)
-    unknown = [isa for isa in wanted if isa not in available]
+    unknown = [isa for isa in wanted if isa not in available and isa not in comparison_isas()]
     if unknown:
         raise ValueError(f"bench.isas: {unknown} not available here (this CPU runs {available})")
     return list(wanted)

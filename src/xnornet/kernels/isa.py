@@ -2,7 +2,8 @@
 
 The extension reports the best path the CPU supports; before first use each SIMD path is
 checked against the numpy reference on random data, so a miscompiled or mis-detected path
-falls back (with a warning) instead of returning wrong answers.
+falls back (with a warning) instead of returning wrong answers. A path forced with
+``XNORNET_ISA`` is checked the same way before it runs.
 """
 
 from __future__ import annotations
@@ -18,22 +19,32 @@ from xnornet.kernels.reference import pack_bits_ref, xnor_gemm_ref
 
 # index = the code the C side uses (kernels/xn_dispatch.h)
 ISAS = ("generic", "scalar", "avx2", "avx512-vpopcntdq")
+# Not a CPU path: the AVX2 GEMM the nibble-plane kernel replaced (XN_ISA_AVX2_LOOKUP), kept only
+# so the bench can time the two side by side (issue 7); runs wherever avx2 does, never by default.
+COMPARISON_ISAS = {"avx2-lookup": (4, "avx2")}
 ENV_VAR = "XNORNET_ISA"
 
 
+@functools.cache
 def _self_test(code: int) -> bool:
+    """Pack, then GEMM with the B operand the path reads (PackedColumns.operand), over two short
+    row blocks, both 8-column halves of a short panel and, at the second K, several K chunks of
+    the AVX2 kernel."""
+    from xnornet.kernels.ops import PackedColumns  # ops imports this module
+
     rng = np.random.default_rng(code)
-    x = rng.standard_normal((13, 200), dtype=np.float32)
-    words = np.zeros((13, 4), dtype=np.uint64)
-    _xnor.pack_rows(code, x, 200, words, 1)
-    if not np.array_equal(words, pack_bits_ref(x)):
-        return False
-    a, b = words[:7], words[7:]
-    panels = np.zeros((1, 4, 16), dtype=np.uint64)
-    panels[0, :, : len(b)] = b.T
-    out = np.empty((7, len(b)), dtype=np.int32)
-    _xnor.bgemm_i32(code, a, panels, len(b), 200, None, out, 1)
-    return bool(np.array_equal(out, xnor_gemm_ref(a, b, 200)))
+    for k in (200, 2 * 64 * _xnor.PLANES_CHUNK_WORDS + 65):
+        x = rng.standard_normal((20, k), dtype=np.float32)
+        words = np.zeros((20, -(-k // 64)), dtype=np.uint64)
+        _xnor.pack_rows(code, x, k, words, 1)
+        if not np.array_equal(words, pack_bits_ref(x)):
+            return False
+        a, b = words[:7], words[7:]
+        out = np.empty((7, len(b)), dtype=np.int32)
+        _xnor.bgemm_i32(code, a, PackedColumns.from_bits(b, k).operand(code), len(b), k, None, out, 1)
+        if not np.array_equal(out, xnor_gemm_ref(a, b, k)):
+            return False
+    return True
 
 
 @functools.cache
@@ -51,20 +62,34 @@ def available_isas() -> list[str]:
     return [ISAS[c] for c in range(_verified_best(), -1, -1)]
 
 
+def comparison_isas() -> list[str]:
+    """The former kernels this machine can still run for a side-by-side timing."""
+    best = _verified_best()
+    return [name for name, (_, base) in COMPARISON_ISAS.items() if ISAS.index(base) <= best]
+
+
+def _code(name: str) -> int:
+    return COMPARISON_ISAS[name][0] if name in COMPARISON_ISAS else ISAS.index(name)
+
+
 def isa_code() -> int:
     """The path to run now: the best one, or the lower one ``XNORNET_ISA`` asks for."""
     best = _verified_best()
     wanted = os.environ.get(ENV_VAR, "").strip()
     if not wanted:
         return best
-    if wanted not in ISAS:
-        raise ValueError(f"{ENV_VAR}={wanted!r} is not one of {', '.join(ISAS)}")
-    code = ISAS.index(wanted)
-    if code > best:
+    if wanted not in ISAS and wanted not in COMPARISON_ISAS:
+        raise ValueError(f"{ENV_VAR}={wanted!r} is not one of {', '.join([*ISAS, *COMPARISON_ISAS])}")
+    base = COMPARISON_ISAS[wanted][1] if wanted in COMPARISON_ISAS else wanted
+    if ISAS.index(base) > best:
         raise ValueError(f"{ENV_VAR}={wanted!r}: this CPU supports at most {ISAS[best]!r}")
+    code = _code(wanted)
+    if code not in (best, 0) and not _self_test(code):
+        raise ValueError(f"{ENV_VAR}={wanted!r}: that path failed its self-test on this CPU")
     return code
 
 
 def kernel_isa() -> str:
     """Name of the path the kernel runs: avx512-vpopcntdq, avx2, scalar or generic."""
-    return ISAS[isa_code()]
+    code = isa_code()
+    return next((n for n, (c, _) in COMPARISON_ISAS.items() if c == code), None) or ISAS[code]

@@ -3,8 +3,9 @@
 ``binary_conv2d`` and ``binary_linear`` validate every argument and allocate their outputs on
 each call: right for tests and one-off use, but a network calls the same layer with the same
 shapes again and again. A layer object checks its weights, α, bias and the sign's BatchNorm once,
-keeps its workspaces (kernels.workspace) and runs pack → im2col → GEMM → output transform as one
-C call with one parallel region (kernels/xn_layer.h).
+keeps its workspaces (kernels.workspace) and, on the AVX2 path, its weights' nibble planes
+(PackedColumns.operand), and runs pack → im2col → GEMM → output transform as one C call with
+one parallel region (kernels/xn_layer.h).
 
 The array a call returns is the layer's own output buffer: the next call overwrites it (copy it
 to keep it). One caller at a time per layer object. Everything a call needs besides its input
@@ -125,8 +126,9 @@ class _BinaryLayer:
         """One forward pass: rows (float input, packed by the call into plan.bits) or bits."""
         if row_scale is not None or residual is not None:
             row_scale, residual = self._extras(plan.m, plan.n, row_scale, residual, plan.out)
-        panels, k = self.columns.panels, self.columns.k
-        _xnor.layer_forward(isa_code(), rows, plan.scale, plan.shift, bits, plan.geometry, plan.cols, panels,
+        isa = isa_code()
+        panels, k = self.columns.operand(isa), self.columns.k  # AVX2: the nibble planes
+        _xnor.layer_forward(isa, rows, plan.scale, plan.shift, bits, plan.geometry, plan.cols, panels,
                             plan.n, k, self.alpha, self.bias, row_scale, plan.corr, plan.out, plan.threads,
                             self.relu, residual, **plan.emit)  # fmt: skip
         return plan.result
@@ -196,6 +198,7 @@ class BinaryConv2dLayer(_BinaryLayer):
         self.weights, self.columns = weights, weights.columns
         n, c = weights.out_channels, weights.in_channels
         super().__init__(n, c, alpha, bias, relu, threads, sign, emit_sign)
+        self.columns.operand(isa_code())  # AVX2: the nibble planes made now, not in a call
 
     def __call__(self, x: np.ndarray, *, row_scale=None, residual=None) -> np.ndarray | PackedActivations:
         """x (B, H, W, C) float32 → (B, Ho, Wo, Cout): float32 with alpha, else int32 dots;
@@ -273,6 +276,7 @@ class BinaryLinearLayer(_BinaryLayer):
                              f"{columns.words}")  # fmt: skip
         self.columns = columns
         super().__init__(columns.n, columns.k, alpha, bias, relu, threads, sign, emit_sign)
+        self.columns.operand(isa_code())  # AVX2: the nibble planes made now, not in a call
 
     def __call__(self, x: np.ndarray, *, row_scale=None) -> np.ndarray:
         """x (M, K) float32 → (M, N)."""

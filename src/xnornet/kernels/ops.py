@@ -7,7 +7,7 @@ bits) raises TypeError/ValueError naming the argument; nothing reaches C uncheck
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -74,11 +74,16 @@ def _check_padding_bits(bits: np.ndarray, k: int, name: str) -> None:
 
 @dataclass(frozen=True)
 class PackedColumns:
-    """The B operand of xnor_gemm in the kernel's panel layout, prepared once and reused."""
+    """The B operand of xnor_gemm in the kernel's panel layout, prepared once and reused.
+
+    The AVX2 GEMM reads the panels split into nibble planes (``operand``), made on first use and
+    kept with them; so ``panels`` must not change after that.
+    """
 
     panels: np.ndarray  # (ceil(N/16), W, 16) uint64
     n: int
     k: int
+    _operands: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_bits(cls, b_bits: np.ndarray, k: int) -> PackedColumns:
@@ -92,6 +97,19 @@ class PackedColumns:
     @property
     def words(self) -> int:
         return self.panels.shape[1]
+
+    def operand(self, isa: int) -> np.ndarray:
+        """The panels as the GEMM of path ``isa`` reads them: themselves, or for AVX2 their
+        (P, W, 32) low/high nibble planes (kernels/xn_avx2_planes.h), converted once and kept,
+        so a layer or a caller that reuses these columns converts them once."""
+        width = _xnor.panel_width(isa)
+        if width == PANEL:
+            return self.panels
+        if width not in self._operands:
+            planes = np.empty((*self.panels.shape[:2], width), dtype=np.uint64)
+            _xnor.nibble_planes(self.panels, planes)
+            self._operands[width] = planes
+        return self._operands[width]
 
 
 def _check_k(k, words: int) -> int:
@@ -159,9 +177,11 @@ def gemm_packed(
         if corr.shape[1] != n or corr.shape[0] < 1:
             raise ValueError(f"corr must have shape (P, {n}), got {corr.shape}")
     t = resolve_threads(threads, m * n * columns.words)
+    isa = isa_code()
+    b = columns.operand(isa)
     if alpha is None:
         out = np.empty((m, n), dtype=np.int32)
-        _xnor.bgemm_i32(isa_code(), a_bits, columns.panels, n, columns.k, corr, out, t)
+        _xnor.bgemm_i32(isa, a_bits, b, n, columns.k, corr, out, t)
         return out
     alpha = _optional_f32(alpha, "alpha", n)
     bias, row_scale = _optional_f32(bias, "bias", n), _optional_f32(row_scale, "row_scale", m)
@@ -171,8 +191,8 @@ def gemm_packed(
             raise ValueError(f"residual must have {m}×{n} values, got shape {residual.shape}")
         residual = residual.reshape(m, n)
     out = np.empty((m, n), dtype=np.float32)
-    _xnor.bgemm_f32(isa_code(), a_bits, columns.panels, n, columns.k, alpha, bias, row_scale,
-                    corr, out, t, relu, residual)  # fmt: skip
+    _xnor.bgemm_f32(isa, a_bits, b, n, columns.k, alpha, bias, row_scale, corr, out, t, relu,
+                    residual)  # fmt: skip
     return out
 
 
