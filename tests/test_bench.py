@@ -54,10 +54,30 @@ def test_generic_path_is_only_benchmarked_when_asked():
     assert resolve_isas(["generic"], ["avx2", "scalar", "generic"]) == ["generic"]
 
 
+@pytest.mark.skipif("avx2" not in available_isas(), reason="the former AVX2 kernel needs an AVX2 CPU")
+def test_a_former_kernel_is_timed_beside_its_successor():
+    """bench.former: the lookup AVX2 GEMM timed in the same rounds as the nibble planes, and the
+    summary's ratio is the two GEMM times of those rows."""
+    config = {**OmegaConf.to_container(compose_config([]).bench), "threads": [1], "warmup": 0, "repeats": 2,
+              "peak_iters": 100_000, "isas": ["avx2"], "former": ["avx2-lookup"],
+              "shapes": [{"name": "t", "kind": "conv", "batch": 2, "c_in": 64, "c_out": 32, "k": 3,
+                          "h": 6, "w": 6, "stride": 1, "padding": 1}]}  # fmt: skip
+    rows, summary = run_bench(config)
+    ms = {r["isa"]: r["bgemm_ms"] for r in rows}
+    assert set(ms) == {"avx2", "avx2-lookup"}
+    former = summary["former_kernels"]["avx2-lookup"]
+    assert former["replaced_by"] == "avx2"
+    assert former["gemm_speedup_1_thread"]["t"] == pytest.approx(ms["avx2-lookup"] / ms["avx2"], abs=0.01)
+    # not asked, or its successor not measured: no comparison rows
+    assert run_bench({**config, "former": []})[1]["former_kernels"] == {}
+    assert "avx2-lookup" not in {r["isa"] for r in run_bench({**config, "isas": ["scalar"]})[0]}
+
+
 @pytest.mark.parametrize(
     "override,match",
     [
         ({"isas": ["sse9"]}, "not available here"),
+        ({"former": ["avx1-lookup"]}, "not a former kernel"),
         ({"shapes": [{"name": "x", "kind": "deconv", "batch": 1, "c_in": 1, "c_out": 1}]}, "conv or linear"),
         ({"shapes": [{"name": "x", "kind": "conv", "batch": 0, "c_in": 1, "c_out": 1}]}, "positive"),
         ({"threads": [0]}, "positive integers"),

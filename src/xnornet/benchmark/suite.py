@@ -11,7 +11,7 @@ from xnornet.benchmark.layer import bench_shape, resolve_isas, with_limits
 from xnornet.benchmark.shapes import LayerShape
 from xnornet.errors import XnornetError
 from xnornet.kernels import available_isas, popcount_peak
-from xnornet.kernels.isa import ENV_VAR
+from xnornet.kernels.isa import COMPARISON_ISAS, ENV_VAR, comparison_isas
 from xnornet.machine import machine_info, resolve_thread_counts, usable_cores
 
 
@@ -30,6 +30,7 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
     try:
         shapes = [LayerShape(**s) for s in b["shapes"]]
         isas = resolve_isas(b["isas"], available_isas())
+        former = former_kernels(b.get("former") or [], isas)
         # a list written for a big host ([1, 2, 4, …, 16]) measures what this one has
         thread_counts = [t for t in resolve_thread_counts(b["threads"]) if t <= usable_cores()]
         warmup, repeats, peak_iters, seed = (int(b[k]) for k in ("warmup", "repeats", "peak_iters", "seed"))
@@ -38,13 +39,15 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
     # The limit is re-measured before every shape and the best kept: one early measurement can
     # land on a slow moment of a shared machine and make later kernels look faster than it.
     limits = dict.fromkeys(isas, 0.0)
+    limits.update(dict.fromkeys(former, 0.0))
     timed: list[tuple[LayerShape, dict]] = []
     with tqdm(total=len(shapes) * (warmup + 2 * repeats), desc="bench", unit="round") as bar:
         for shape in shapes:
             bar.set_postfix_str(shape.name)
-            for isa, value in measure_limits(isas, peak_iters).items():
+            for isa, value in measure_limits([*isas, *former], peak_iters).items():
                 limits[isa] = max(limits[isa], value)
-            timed.append((shape, bench_shape(shape, isas, thread_counts, warmup, repeats, seed, bar.update)))
+            paths = isas + list(former)
+            timed.append((shape, bench_shape(shape, paths, thread_counts, warmup, repeats, seed, bar.update)))
     rows = [with_limits(r, limits) for _, shape_rows in timed for r in shape_rows]
     summary = {
         "machine": {**machine_info(), "best_isa": isas[0]},
@@ -62,7 +65,33 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
                                   "binary_layer_cold_ms", "torch_conv_cold_ms", "speedup_cold")
             } for r in mine},
         }  # fmt: skip
+    summary["former_kernels"] = {
+        old: {
+            "replaced_by": new,
+            "gemm_speedup_1_thread": {  # the new path's GEMM over the former one's, same shapes, same run
+                shape.name: round(gemm_ms(rows, shape.name, old, thread_counts[0])
+                                  / gemm_ms(rows, shape.name, new, thread_counts[0]), 2)
+                for shape in shapes
+            },
+        }
+        for old, new in former.items()
+    }  # fmt: skip
     return rows, summary
+
+
+def former_kernels(wanted: list[str], isas: list[str]) -> dict[str, str]:
+    """The former kernels to time beside the paths that replaced them (``bench.former``): each
+    one that this CPU runs and whose successor is measured, mapped to that successor."""
+    runnable = comparison_isas()
+    unknown = [name for name in wanted if name not in COMPARISON_ISAS]
+    if unknown:
+        raise ValueError(f"bench.former: {unknown} is not a former kernel (known: {sorted(COMPARISON_ISAS)})")
+    return {name: COMPARISON_ISAS[name][1] for name in wanted
+            if name in runnable and COMPARISON_ISAS[name][1] in isas}  # fmt: skip
+
+
+def gemm_ms(rows: list[dict], shape: str, isa: str, threads: int) -> float:
+    return next(r["bgemm_ms"] for r in rows if (r["shape"], r["isa"], r["threads"]) == (shape, isa, threads))
 
 
 def print_table(rows: list[dict], limits: dict) -> None:
@@ -90,4 +119,7 @@ def mlflow_metrics(rows: list[dict], summary: dict) -> dict[str, float]:
     )
     flat = {f"{r['shape']}/{r['isa']}/t{r['threads']}/{k}": r[k] for r in rows for k in keys}
     flat.update({f"limit_gops/{k}": v for k, v in summary["popcount_limit_gops_per_core"].items()})
+    for old, f in summary.get("former_kernels", {}).items():
+        flat.update({f"{shape}/{f['replaced_by']}_vs_{old}/gemm_speedup": r
+                     for shape, r in f["gemm_speedup_1_thread"].items()})  # fmt: skip
     return flat

@@ -75,6 +75,11 @@ def bench_table(metrics: Path) -> list[str]:
     lines.append(
         f"\n(best ISA `{b['machine']['best_isa']}`, 1 thread; all paths and thread counts: plots/bench.csv)"
     )
+    for old, f in b.get("former_kernels", {}).items():
+        ratios = ", ".join(f"{name} {r}×" for name, r in f["gemm_speedup_1_thread"].items())
+        lines.append(
+            f"\n`{f['replaced_by']}` GEMM against the former `{old}` kernel, same run, 1 thread: {ratios}."
+        )
     return lines
 
 
