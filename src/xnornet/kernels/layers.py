@@ -126,8 +126,8 @@ class _BinaryLayer:
         """One forward pass: rows (float input, packed by the call into plan.bits) or bits."""
         if row_scale is not None or residual is not None:
             row_scale, residual = self._extras(plan.m, plan.n, row_scale, residual, plan.out)
-        isa = isa_code()
-        panels, k = self.columns.operand(isa), self.columns.k  # AVX2: the nibble planes
+        isa, panels = self.columns.path(isa_code(), plan.m)  # AVX2: the nibble planes, mostly
+        k = self.columns.k
         _xnor.layer_forward(isa, rows, plan.scale, plan.shift, bits, plan.geometry, plan.cols, panels,
                             plan.n, k, self.alpha, self.bias, row_scale, plan.corr, plan.out, plan.threads,
                             self.relu, residual, **plan.emit)  # fmt: skip

@@ -12,9 +12,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xnornet.kernels import _xnor
-from xnornet.kernels.isa import isa_code
+from xnornet.kernels.isa import COMPARISON_ISAS, ISAS, isa_code
 
 PANEL = 16  # columns per packed-B panel (XN_NR in kernels/xn_dispatch.h)
+AVX2_CODE, AVX2_LOOKUP_CODE = ISAS.index("avx2"), COMPARISON_ISAS["avx2-lookup"][0]
+# Below this many rows and above this many bytes of nibble planes, the AVX2 GEMM is bound by
+# streaming its weights (PackedColumns.path): measured on a Zen 4, 1 thread, N = 4096: planes
+# faster at M = 1 with 4 MB of planes (1.11×) and at M = 16 with 9.4 MB (1.02×), slower at
+# M = 1 with 9.4 MB (0.96×) and 25.7 MB (0.44×).
+STREAMING_ROWS, STREAMING_BYTES = 16, 8 << 20
 SERIAL_WORK = 1 << 15  # below this many word-ops one thread is faster than waking a team
 
 
@@ -98,6 +104,16 @@ class PackedColumns:
     def words(self) -> int:
         return self.panels.shape[1]
 
+    def path(self, isa: int, m: int) -> tuple[int, np.ndarray]:
+        """The GEMM path and B operand for ``m`` rows. The AVX2 nibble planes read twice the bytes
+        of the panels; with few rows to share each weight (a batch-1 fully connected layer) and
+        weights past the caches, the GEMM streams them from memory, and the former lookup kernel
+        on the plain panels is faster (VGG fc6 at batch 1 on a Zen 4: planes 0.44×, 1.76 ms
+        against 0.77 ms)."""
+        if isa == AVX2_CODE and m < STREAMING_ROWS and 2 * self.panels.nbytes > STREAMING_BYTES:
+            return AVX2_LOOKUP_CODE, self.panels
+        return isa, self.operand(isa)
+
     def operand(self, isa: int) -> np.ndarray:
         """The panels as the GEMM of path ``isa`` reads them: themselves, or for AVX2 their
         (P, W, 32) low/high nibble planes (kernels/xn_avx2_planes.h), converted once and kept,
@@ -177,8 +193,7 @@ def gemm_packed(
         if corr.shape[1] != n or corr.shape[0] < 1:
             raise ValueError(f"corr must have shape (P, {n}), got {corr.shape}")
     t = resolve_threads(threads, m * n * columns.words)
-    isa = isa_code()
-    b = columns.operand(isa)
+    isa, b = columns.path(isa_code(), m)
     if alpha is None:
         out = np.empty((m, n), dtype=np.int32)
         _xnor.bgemm_i32(isa, a_bits, b, n, columns.k, corr, out, t)
