@@ -52,6 +52,9 @@ def test_percent_of_limit_counts_every_thread():
 def test_generic_path_is_only_benchmarked_when_asked():
     assert "generic" not in resolve_isas("all", ["avx2", "scalar", "generic"])
     assert resolve_isas(["generic"], ["avx2", "scalar", "generic"]) == ["generic"]
+    every = ["avx512-vpopcntdq", "avx2", "scalar", "generic"]
+    assert resolve_isas("simd", every) == ["avx512-vpopcntdq", "avx2"]
+    assert resolve_isas("simd", ["scalar", "generic"]) == ["scalar"]  # none: the best path still runs
 
 
 @pytest.mark.skipif("avx2" not in available_isas(), reason="the former AVX2 kernel needs an AVX2 CPU")

@@ -82,10 +82,13 @@ def with_limits(row: dict, limits: dict[str, float]) -> dict:
 
 
 def resolve_isas(wanted, available: list[str]) -> list[str]:
-    """``all`` = every popcount path here; "generic" (for CPUs without POPCNT) only if asked, and
+    """``all`` = every popcount path here; ``simd`` = its AVX-512 and AVX2 paths (or the best one);
+    "generic" (for CPUs without POPCNT) only if asked, and
     a former kernel kept for comparison (``avx2-lookup``, isa.COMPARISON_ISAS) too."""
     if wanted == "all":
         return [isa for isa in available if isa != "generic"] or list(available)
+    if wanted == "simd":  # the vector paths a CPU of the last decade runs (the best one at least)
+        return [isa for isa in available if isa in ("avx512-vpopcntdq", "avx2")] or list(available[:1])
     unknown = [isa for isa in wanted if isa not in available and isa not in comparison_isas()]
     if unknown:
         raise ValueError(f"bench.isas: {unknown} not available here (this CPU runs {available})")
