@@ -51,8 +51,6 @@ from xnornet.kernels.ops import (
 )
 from xnornet.kernels.workspace import Workspace
 
-__all__ = ["BinaryConv2dLayer", "BinaryLinearLayer"]
-
 # What an emitting layer returns (PackedActivations, or a linear layer's bit rows), by id: its
 # padding bits are zero by construction, so the next layer need not check them on every call.
 _EMITTED: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
@@ -76,6 +74,9 @@ class _Plan:
     threads: int
     emit: dict
     result: np.ndarray | PackedActivations
+
+
+__all__ = ["BinaryConv2dLayer", "BinaryLinearLayer"]
 
 
 def _channel_affine(pair, channels: int, what: str) -> tuple[np.ndarray, np.ndarray] | None:
