@@ -33,7 +33,8 @@ typedef struct {
     int relu; /* clamp the float output at 0 (a ReLU that follows the layer) */
     /* Emission (may be absent): bits of sign(y * emit_scale[n] + emit_shift[n]) instead of y.
      * Row m is pixel m % emit_pixels of bit stream m / emit_pixels (emit_pixels = Wo for a conv,
-     * 1 for a linear layer), which holds emit_row_words words, all zeroed before the GEMM.
+     * 1 for a linear layer), which holds emit_row_words words, zeroed before the GEMM (all but
+     * the emit_halfwords case, where every bit is stored, never ORed).
      * emit_atomic: two threads may write the same word (a pixel's bits not word-aligned, or a
      * panel group ending inside a word), so the OR must be atomic. */
     const float *emit_scale;

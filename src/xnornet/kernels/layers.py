@@ -61,7 +61,6 @@ class _Plan:
     """One input shape's call, prepared: the workspace views (valid while the workspace keeps
     its buffers: `generation`) and every argument of layer_forward that is not the input."""
 
-    generation: int
     m: int
     n: int
     bits: np.ndarray | None  # the packed input, filled by the call (float input), else None
@@ -74,6 +73,7 @@ class _Plan:
     threads: int
     emit: dict
     result: np.ndarray | PackedActivations
+    generation: int = 0  # the workspace's, set by _plan once the views are taken
 
 
 __all__ = ["BinaryConv2dLayer", "BinaryLinearLayer"]
@@ -251,7 +251,7 @@ class BinaryConv2dLayer(_BinaryLayer):
         else:
             result = out.reshape(b, ho, wo, n)
         threads, corr = self._threads(m * n * cols.shape[1]), wt.correction(h, w)
-        return _Plan(0, m, n, bits, scale, shift, geometry, cols, corr, out, threads, emit, result)
+        return _Plan(m, n, bits, scale, shift, geometry, cols, corr, out, threads, emit, result)
 
 
 class BinaryLinearLayer(_BinaryLayer):
@@ -306,4 +306,4 @@ class BinaryLinearLayer(_BinaryLayer):
         if emit:
             _EMITTED[id(result)] = result
         threads = self._threads(m * n * self.columns.words)
-        return _Plan(0, m, n, bits, scale, shift, None, None, None, out, threads, emit, result)
+        return _Plan(m, n, bits, scale, shift, None, None, None, out, threads, emit, result)

@@ -114,14 +114,13 @@ def xnor_conv(model: PackedModel, i: int, bn, threads: int | None, relu: bool = 
     stride, pad = spec["stride"], spec["padding"]
     weights = BinaryConvWeights.from_float(weight_signs(model, i).astype(np.float32), stride, pad)
     alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
-    kwargs = {"relu": relu, "threads": threads, "emit_sign": emit}
+    own_sign = bn is not PACKED and not spec["scale_activations"]  # BN → sign packed in its call
+    layer = BinaryConv2dLayer(weights, alpha, bias, relu=relu, threads=threads,
+                              sign=bn if own_sign else None, emit_sign=emit)  # fmt: skip
     if bn is PACKED:
-        layer = BinaryConv2dLayer(weights, alpha, bias, **kwargs)
         return lambda x, residual=None: layer.forward_packed(x, residual=residual)
-    if not spec["scale_activations"]:  # BN → sign packed inside the layer's own call
-        layer = BinaryConv2dLayer(weights, alpha, bias, sign=bn, **kwargs)
+    if own_sign:
         return lambda x, residual=None: layer(x, residual=residual)
-    layer = BinaryConv2dLayer(weights, alpha, bias, **kwargs)
     scale, shift = bn
 
     def run(x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
@@ -138,14 +137,13 @@ def xnor_linear(model: PackedModel, i: int, bn, threads: int | None, relu: bool 
     spec, t = model.architecture[i], model.tensors
     columns = PackedColumns.from_bits(pack_bits(weight_signs(model, i).astype(np.float32)), spec["in"])
     alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
-    kwargs = {"relu": relu, "threads": threads, "emit_sign": emit}
+    own_sign = bn is not PACKED and not spec["scale_activations"]
+    layer = BinaryLinearLayer(columns, alpha, bias, relu=relu, threads=threads,
+                              sign=bn if own_sign else None, emit_sign=emit)  # fmt: skip
     if bn is PACKED:
-        layer = BinaryLinearLayer(columns, alpha, bias, **kwargs)
         return layer.forward_packed
-    if not spec["scale_activations"]:
-        layer = BinaryLinearLayer(columns, alpha, bias, sign=bn, **kwargs)
+    if own_sign:
         return lambda x: layer(np.ascontiguousarray(x))
-    layer = BinaryLinearLayer(columns, alpha, bias, **kwargs)
     scale, shift = bn
 
     def run(x: np.ndarray) -> np.ndarray:
