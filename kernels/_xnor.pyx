@@ -38,6 +38,10 @@ cdef extern from "xnor_kernels.h" nogil:
         int64_t row_words
         const xn_conv_geom *conv
         uint64_t *cols
+        int implicit
+
+    int xn_conv_implicit(int64_t kh, int64_t kw, int64_t c)
+    int64_t xn_window_table_words(const xn_conv_geom *g)
 
     int xn_cpu_isa()
     int xn_panel_width(int isa)
@@ -199,6 +203,18 @@ def pool_nhwc(const float[:, :, :, ::1] x, int64_t k, int64_t stride, int64_t pa
                      is_max, out.shape[1], out.shape[2], &out[0, 0, 0, 0], threads)
 
 
+def conv_workspace_shape(int64_t batch, int64_t h, int64_t c, int64_t kh, int64_t kw,
+                         int64_t stride, int64_t pad, int64_t ho, int64_t wo) -> tuple:
+    """The (rows, words) uint64 workspace layer_forward needs for this conv: the implicit
+    im2col's window table where the conv runs it (xn_conv_implicit), else the im2col matrix."""
+    cdef xn_conv_geom g
+    cdef int64_t sw = (kw * c + 63) // 64
+    g.batch, g.h, g.c, g.kh, g.kw, g.stride, g.pad, g.ho, g.wo = batch, h, c, kh, kw, stride, pad, ho, wo
+    if xn_conv_implicit(kh, kw, c):
+        return (xn_window_table_words(&g) // sw, sw)
+    return (batch * ho * wo, kh * sw)
+
+
 def layer_forward(int isa, const float[:, ::1] x, const float[::1] scale, const float[::1] shift,
                   const uint64_t[:, ::1] bits, tuple conv, uint64_t[:, ::1] cols,
                   const uint64_t[:, :, ::1] panels, int64_t n, int64_t k, const float[::1] alpha,
@@ -207,8 +223,8 @@ def layer_forward(int isa, const float[:, ::1] x, const float[::1] scale, const 
                   const float[::1] emit_scale=None, const float[::1] emit_shift=None,
                   uint64_t[:, ::1] emit_bits=None, int64_t emit_pixels=1):
     """One binary layer (xn_layer.h). x None: `bits` already holds the packed input. conv:
-    (batch, h, c, kh, kw, stride, pad, ho, wo) with `cols` the im2col workspace, or None for a
-    linear layer. out: int32 (M, N) without alpha, else float32 (M, N). emit_bits given: the
+    (batch, h, c, kh, kw, stride, pad, ho, wo) with `cols` the workspace of conv_workspace_shape,
+    or None for a linear layer. out: int32 (M, N) without alpha, else float32 (M, N). emit_bits given: the
     packed sign(y·emit_scale + emit_shift) of the float output y, in M / emit_pixels streams,
     is written there instead of out."""
     cdef xn_layer_io io
@@ -226,11 +242,16 @@ def layer_forward(int isa, const float[:, ::1] x, const float[::1] scale, const 
     io.row_words = bits.shape[1]
     io.conv = NULL
     io.cols = NULL
+    io.implicit = 0
     if conv is not None:
         g.batch, g.h, g.c, g.kh, g.kw, g.stride, g.pad, g.ho, g.wo = conv
         g.row_words = bits.shape[1]
+        if (cols.shape[0], cols.shape[1]) != conv_workspace_shape(*conv):
+            raise ValueError(f"cols has shape {(cols.shape[0], cols.shape[1])}, this conv needs "
+                             f"{conv_workspace_shape(*conv)} (conv_workspace_shape)")
         io.conv = &g
         io.cols = &cols[0, 0]
+        io.implicit = xn_conv_implicit(g.kh, g.kw, g.c)
     e.out_i32 = NULL
     e.out_f32 = NULL
     if alpha is None:

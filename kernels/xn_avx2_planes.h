@@ -29,6 +29,7 @@
 
 #include "xn_dispatch.h"
 #include "xn_epilogue.h"
+#include "xn_rows.h"
 
 #define XN_PLANES_CHUNK 80 /* at most this many words of K staged at once (K split evenly) */
 #define XN_PLANES_GROUP 4  /* panels whose counts are kept while K goes by chunk */
@@ -52,20 +53,21 @@ static void xn_nibble_planes(const uint64_t *panels, int64_t npanels, int64_t wo
 /* Words [w0, w0 + cw) of the block's rows as planes, micro-block by micro-block:
  * [rows / XN_PR][cw][XN_PR][2], so each microkernel call reads one contiguous stream. The missing
  * rows of a short block repeat the last real one (their counts are never stored). */
-static inline void xn_stage_planes(const uint64_t *a, int64_t lda, int64_t rows, int64_t w0,
-                                   int64_t cw, uint64_t *stage) {
+static inline void xn_stage_planes(const xn_arows *A, const uint64_t *const *base, int64_t rows,
+                                   int64_t w0, int64_t cw, uint64_t *stage) {
     for (int64_t mb = 0; mb * XN_PR < rows; ++mb) {
-        const uint64_t *src[XN_PR];
-        for (int r = 0; r < XN_PR; ++r) {
-            const int64_t row = mb * XN_PR + r;
-            src[r] = a + (row < rows ? row : rows - 1) * lda + w0;
-        }
+        const uint64_t *const *src = base + mb * XN_PR;
         uint64_t *dst = stage + mb * cw * XN_PR * 2;
-        for (int64_t w = 0; w < cw; ++w, dst += XN_PR * 2) /* written in order, 48 bytes a word */
+        int64_t seg = w0 / A->seg_words, off = w0 - seg * A->seg_words; /* word w0's place */
+        for (int64_t w = 0; w < cw; ++w, dst += XN_PR * 2) { /* written in order, 48 bytes a word */
+            const int64_t at = seg * A->seg_stride + off;
             for (int r = 0; r < XN_PR; ++r) {
-                dst[2 * r] = src[r][w] & XN_NIBBLES;
-                dst[2 * r + 1] = (src[r][w] >> 4) & XN_NIBBLES;
+                const uint64_t v = src[r][at];
+                dst[2 * r] = v & XN_NIBBLES;
+                dst[2 * r + 1] = (v >> 4) & XN_NIBBLES;
             }
+            if (++off == A->seg_words) off = 0, ++seg;
+        }
     }
 }
 
@@ -119,20 +121,22 @@ XN_TARGET_AVX2 static inline void xn_micro_avx2_planes(const uint64_t *stage, co
  * (xn_bgemm.h). A panel's chunk of planes stays in L1 while every micro row block of the block
  * runs against it, and the staged A chunk stays there while XN_PLANES_GROUP panels go by: both
  * operands are read from L1, not the B panels streamed from L2 per 3 rows. */
-XN_TARGET_AVX2 static void xn_block_avx2_planes(const uint64_t *ablk, int64_t rows, int64_t m0,
+XN_TARGET_AVX2 static void xn_block_avx2_planes(const xn_arows *A, int64_t rows, int64_t m0,
                                                 const uint64_t *bplanes, int64_t n, int64_t words,
                                                 const xn_epilogue *e, int64_t p0, int64_t p1) {
     uint64_t stage[XN_MR_AVX2_PLANES * XN_PLANES_CHUNK * 2] __attribute__((aligned(64)));
     uint64_t cnt[XN_PLANES_GROUP][XN_MR_AVX2_PLANES * XN_NR] __attribute__((aligned(64)));
     const int64_t chunks = (words + XN_PLANES_CHUNK - 1) / XN_PLANES_CHUNK;
     const int64_t micro_blocks = (rows + XN_PR - 1) / XN_PR;
+    const uint64_t *base[XN_MR_AVX2_PLANES];
+    xn_row_bases(A, m0, rows, XN_MR_AVX2_PLANES, base);
     for (int64_t g0 = p0; g0 < p1; g0 += XN_PLANES_GROUP) {
         const int64_t g1 = p1 - g0 < XN_PLANES_GROUP ? p1 : g0 + XN_PLANES_GROUP;
         for (int64_t p = g0; p < g1; ++p)
             memset(cnt[p - g0], 0, (size_t)(micro_blocks * XN_PR * XN_NR) * sizeof(uint64_t));
         for (int64_t ch = 0; ch < chunks; ++ch) {
             const int64_t w0 = words * ch / chunks, cw = words * (ch + 1) / chunks - w0;
-            if (chunks > 1 || g0 == p0) xn_stage_planes(ablk, words, rows, w0, cw, stage);
+            if (chunks > 1 || g0 == p0) xn_stage_planes(A, base, rows, w0, cw, stage);
             for (int64_t p = g0; p < g1; ++p) {
                 const int64_t ncols = n - p * XN_NR < XN_NR ? n - p * XN_NR : XN_NR;
                 const uint64_t *bp = bplanes + (p * words + w0) * 2 * XN_NR;

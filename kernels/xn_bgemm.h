@@ -24,10 +24,7 @@
 #include "xn_dispatch.h"
 #include "xn_epilogue.h"
 #include "xn_micro_avx2.h"
-
-/* The row pointers of an MR-row microkernel, the missing rows of a short block clamped to the
- * last real one (in range, and only ever read). */
-#define XN_ROW(r) (a + ((r) < rows ? (r) : rows - 1) * lda)
+#include "xn_rows.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Microkernels: counts[r][j] = sum_w popcount(a[r][w] ^ panel[w][j]) for MR rows, NR columns. */
@@ -52,11 +49,15 @@ XN_DEFINE_SCALAR_MICRO(xn_micro_generic, )
 XN_DEFINE_SCALAR_MICRO(xn_micro_scalar, XN_TARGET_POPCNT)
 
 /* AVX-512 VPOPCNTDQ: 6 rows x 16 columns, twelve zmm accumulators of 64-bit counts; a last
- * panel of at most 8 real columns runs the 6 x 8 half, which does half the work. The block
+ * panel of at most 8 real columns runs the 6 x 8 half, which does half the work, and one of at
+ * most 4 the 6 x 4 quarter on ymm (LeNet's N = 50 ends in 2 columns: a ymm popcount costs half a
+ * zmm one on Zen 4, which splits zmm ops in two, and issues on two ports on Intel). The block
  * applies the output transform to the accumulators in registers (xn_store_counts_avx512), so
  * no tile of counts is stored and loaded back (about 1.5% of a K = 2304 layer on a Zen 4). */
 #define XN_STEP(acc, row, b) \
     acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)row[w]), b)))
+#define XN_STEP4(acc, row, b) \
+    acc = _mm256_add_epi64(acc, _mm256_popcnt_epi64(_mm256_xor_si256(_mm256_set1_epi64x((long long)row[w]), b)))
 #define XN_STORE6(C0, C1)                                                        \
     do {                                                                         \
         xn_store_counts_avx512(e, m0, n0, ncols, C0##0, C1##0);                  \
@@ -67,53 +68,84 @@ XN_DEFINE_SCALAR_MICRO(xn_micro_scalar, XN_TARGET_POPCNT)
         if (rows > 5) xn_store_counts_avx512(e, m0 + 5, n0, ncols, C0##5, C1##5); \
     } while (0)
 
-XN_TARGET_AVX512 static void xn_block_avx512(const uint64_t *a, int64_t rows, int64_t m0,
+/* The K loop walks the rows' segments (xn_rows.h): one for explicit rows, kh for a conv's
+ * implicit im2col, each seg_words long, the panel read straight through. */
+XN_TARGET_AVX512 static void xn_block_avx512(const xn_arows *A, int64_t rows, int64_t m0,
                                              const uint64_t *panels, int64_t n, int64_t words,
                                              const xn_epilogue *e, int64_t p0, int64_t p1) {
-    const int64_t lda = words;
-    const uint64_t *a0 = XN_ROW(0), *a1 = XN_ROW(1), *a2 = XN_ROW(2), *a3 = XN_ROW(3),
-                   *a4 = XN_ROW(4), *a5 = XN_ROW(5);
+    const uint64_t *base[6];
+    xn_row_bases(A, m0, rows, 6, base);
+    const int64_t nseg = A->nseg, sw = A->seg_words, ss = A->seg_stride;
     const __m512i z = _mm512_setzero_si512();
     for (int64_t p = p0; p < p1; ++p) {
         const int64_t n0 = p * XN_NR;
         const int64_t ncols = n - n0 < XN_NR ? n - n0 : XN_NR;
-        const uint64_t *panel = panels + p * words * XN_NR;
+        const uint64_t *bp = panels + p * words * XN_NR;
+        const uint64_t *a0 = base[0], *a1 = base[1], *a2 = base[2], *a3 = base[3], *a4 = base[4],
+                       *a5 = base[5];
+        if (ncols <= 4) {
+            const __m256i y = _mm256_setzero_si256();
+            __m256i q0 = y, q1 = y, q2 = y, q3 = y, q4 = y, q5 = y;
+            for (int64_t i = 0; i < nseg; ++i, bp += sw * XN_NR) {
+                for (int64_t w = 0; w < sw; ++w) {
+                    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(bp + w * XN_NR));
+                    XN_STEP4(q0, a0, b0); XN_STEP4(q1, a1, b0); XN_STEP4(q2, a2, b0);
+                    XN_STEP4(q3, a3, b0); XN_STEP4(q4, a4, b0); XN_STEP4(q5, a5, b0);
+                }
+                a0 += ss, a1 += ss, a2 += ss, a3 += ss, a4 += ss, a5 += ss;
+            }
+            const __m512i c0 = _mm512_zextsi256_si512(q0), c1 = _mm512_zextsi256_si512(q1),
+                          c2 = _mm512_zextsi256_si512(q2), c3 = _mm512_zextsi256_si512(q3),
+                          c4 = _mm512_zextsi256_si512(q4), c5 = _mm512_zextsi256_si512(q5);
+            const __m512i h0 = z, h1 = z, h2 = z, h3 = z, h4 = z, h5 = z;
+            XN_STORE6(c, h);
+            continue;
+        }
         if (ncols <= 8) {
             __m512i c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z;
             const __m512i h0 = z, h1 = z, h2 = z, h3 = z, h4 = z, h5 = z;
-            for (int64_t w = 0; w < words; ++w) {
-                const __m512i b0 = _mm512_loadu_si512((const void *)(panel + w * XN_NR));
-                XN_STEP(c0, a0, b0); XN_STEP(c1, a1, b0); XN_STEP(c2, a2, b0);
-                XN_STEP(c3, a3, b0); XN_STEP(c4, a4, b0); XN_STEP(c5, a5, b0);
+            for (int64_t i = 0; i < nseg; ++i, bp += sw * XN_NR) {
+                for (int64_t w = 0; w < sw; ++w) {
+                    const __m512i b0 = _mm512_loadu_si512((const void *)(bp + w * XN_NR));
+                    XN_STEP(c0, a0, b0); XN_STEP(c1, a1, b0); XN_STEP(c2, a2, b0);
+                    XN_STEP(c3, a3, b0); XN_STEP(c4, a4, b0); XN_STEP(c5, a5, b0);
+                }
+                a0 += ss, a1 += ss, a2 += ss, a3 += ss, a4 += ss, a5 += ss;
             }
             XN_STORE6(c, h);
             continue;
         }
         __m512i l0 = z, l1 = z, l2 = z, l3 = z, l4 = z, l5 = z;
         __m512i h0 = z, h1 = z, h2 = z, h3 = z, h4 = z, h5 = z;
-        for (int64_t w = 0; w < words; ++w) {
-            const __m512i b0 = _mm512_loadu_si512((const void *)(panel + w * XN_NR));
-            const __m512i b1 = _mm512_loadu_si512((const void *)(panel + w * XN_NR + 8));
-            XN_STEP(l0, a0, b0); XN_STEP(h0, a0, b1);
-            XN_STEP(l1, a1, b0); XN_STEP(h1, a1, b1);
-            XN_STEP(l2, a2, b0); XN_STEP(h2, a2, b1);
-            XN_STEP(l3, a3, b0); XN_STEP(h3, a3, b1);
-            XN_STEP(l4, a4, b0); XN_STEP(h4, a4, b1);
-            XN_STEP(l5, a5, b0); XN_STEP(h5, a5, b1);
+        for (int64_t i = 0; i < nseg; ++i, bp += sw * XN_NR) {
+            for (int64_t w = 0; w < sw; ++w) {
+                const __m512i b0 = _mm512_loadu_si512((const void *)(bp + w * XN_NR));
+                const __m512i b1 = _mm512_loadu_si512((const void *)(bp + w * XN_NR + 8));
+                XN_STEP(l0, a0, b0); XN_STEP(h0, a0, b1);
+                XN_STEP(l1, a1, b0); XN_STEP(h1, a1, b1);
+                XN_STEP(l2, a2, b0); XN_STEP(h2, a2, b1);
+                XN_STEP(l3, a3, b0); XN_STEP(h3, a3, b1);
+                XN_STEP(l4, a4, b0); XN_STEP(h4, a4, b1);
+                XN_STEP(l5, a5, b0); XN_STEP(h5, a5, b1);
+            }
+            a0 += ss, a1 += ss, a2 += ss, a3 += ss, a4 += ss, a5 += ss;
         }
         XN_STORE6(l, h);
     }
 }
 #undef XN_STORE6
+#undef XN_STEP4
 #undef XN_STEP
 #endif /* XN_X86 */
 
 /* One block of `rows` <= MR rows against panels [p0, p1), compiled per ISA so the microkernel
  * and the row store are inlined into it. */
-#define XN_DEFINE_BLOCK(NAME, ATTR, MICRO, STORE)                                               \
-    ATTR static void NAME(const uint64_t *ablk, int64_t rows, int64_t m0, const uint64_t *panels, \
+#define XN_DEFINE_BLOCK(NAME, ATTR, MICRO, STORE, MR)                                           \
+    ATTR static void NAME(const xn_arows *A, int64_t rows, int64_t m0, const uint64_t *panels,  \
                           int64_t n, int64_t words, const xn_epilogue *e, int64_t p0, int64_t p1) { \
         uint64_t cnt[6 * XN_NR];                                                                \
+        uint64_t gathered[A->nseg > 1 ? MR * XN_MAX_IMPLICIT_WORDS : 1];                        \
+        const uint64_t *ablk = xn_gather_rows(A, m0, rows, MR, gathered);                       \
         for (int64_t p = p0; p < p1; ++p) {                                                     \
             const int64_t n0 = p * XN_NR;                                                       \
             const int64_t ncols = n - n0 < XN_NR ? n - n0 : XN_NR;                              \
@@ -122,13 +154,13 @@ XN_TARGET_AVX512 static void xn_block_avx512(const uint64_t *a, int64_t rows, in
         }                                                                                       \
     }
 
-typedef void (*xn_block_fn)(const uint64_t *, int64_t, int64_t, const uint64_t *, int64_t, int64_t,
+typedef void (*xn_block_fn)(const xn_arows *, int64_t, int64_t, const uint64_t *, int64_t, int64_t,
                             const xn_epilogue *, int64_t, int64_t);
 
-XN_DEFINE_BLOCK(xn_block_generic, , xn_micro_generic, xn_store_row)
+XN_DEFINE_BLOCK(xn_block_generic, , xn_micro_generic, xn_store_row, 1)
 #ifdef XN_X86
-XN_DEFINE_BLOCK(xn_block_scalar, XN_TARGET_POPCNT, xn_micro_scalar, xn_store_row)
-XN_DEFINE_BLOCK(xn_block_avx2, XN_TARGET_AVX2, xn_micro_avx2, xn_store_row)
+XN_DEFINE_BLOCK(xn_block_scalar, XN_TARGET_POPCNT, xn_micro_scalar, xn_store_row, 1)
+XN_DEFINE_BLOCK(xn_block_avx2, XN_TARGET_AVX2, xn_micro_avx2, xn_store_row, 3)
 #endif
 
 static xn_block_fn xn_block_for(int isa) {
@@ -155,14 +187,14 @@ static inline int64_t xn_panel_groups(int64_t blocks, int64_t n, int threads) {
 }
 
 /* Tile `t` of the grid: row block t / groups against its group of panels. */
-static inline void xn_bgemm_tile(xn_block_fn block, int mr, const uint64_t *a, int64_t m,
+static inline void xn_bgemm_tile(xn_block_fn block, int mr, const xn_arows *A, int64_t m,
                                  const uint64_t *panels, int64_t n, int64_t words,
                                  const xn_epilogue *e, int64_t groups, int64_t t) {
     const int64_t npanels = (n + XN_NR - 1) / XN_NR;
     const int64_t blk = t / groups, grp = t % groups;
     const int64_t m0 = blk * mr;
     const int64_t rows = m - m0 < mr ? m - m0 : mr;
-    block(a + m0 * words, rows, m0, panels, n, words, e, grp * npanels / groups,
+    block(A, rows, m0, panels, n, words, e, grp * npanels / groups,
           (grp + 1) * npanels / groups);
 }
 
@@ -174,9 +206,10 @@ static void xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *pane
     const xn_block_fn block = xn_block_for(isa);
     const int64_t blocks = (m + mr - 1) / mr;
     const int64_t groups = xn_panel_groups(blocks, n, threads);
+    const xn_arows A = xn_explicit_rows(a, words);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t t = 0; t < blocks * groups; ++t)
-        xn_bgemm_tile(block, mr, a, m, panels, n, words, e, groups, t);
+        xn_bgemm_tile(block, mr, &A, m, panels, n, words, e, groups, t);
 }
 
 #endif /* XN_BGEMM_H */

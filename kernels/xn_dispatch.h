@@ -13,7 +13,7 @@
 #include <immintrin.h>
 #define XN_TARGET_POPCNT __attribute__((target("popcnt")))
 #define XN_TARGET_AVX2 __attribute__((target("avx2,popcnt")))
-#define XN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,popcnt")))
+#define XN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,popcnt")))
 #endif
 
 #define XN_NR 16
@@ -37,7 +37,7 @@ static int xn_cpu_isa(void) {
 #ifdef XN_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("popcnt"))
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("popcnt"))
         return XN_ISA_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) return XN_ISA_AVX2;
     if (__builtin_cpu_supports("popcnt")) return XN_ISA_SCALAR;

@@ -154,7 +154,7 @@ XN_TARGET_AVX2 static inline void xn_store_row_avx2(const xn_epilogue *e, int64_
  * * row_scale (skipped when absent: x * 1.0f == x exactly), + bias, + residual, then
  * max(y, 0), which like y > 0 ? y : 0 returns +0 for -0 and NaN. The i64 -> i32 narrowing
  * wraps like the scalar cast. */
-XN_TARGET_AVX512 static inline void xn_store_counts_avx512(const xn_epilogue *e, int64_t m,
+XN_TARGET_AVX512 static inline __attribute__((always_inline)) void xn_store_counts_avx512(const xn_epilogue *e, int64_t m,
                                                            int64_t n0, int64_t ncols,
                                                            __m512i cnt_lo, __m512i cnt_hi) {
     const __mmask16 mask = (__mmask16)((1u << ncols) - 1u);

@@ -32,20 +32,9 @@ static inline void xn_im2col_border(const uint64_t *src, const xn_conv_geom *g, 
     seg[sw - 1] &= last_mask;
 }
 
-/* The im2col rows of output image row `bo` = (b, oh): wo rows of kh segments, written kernel
- * row by kernel row, so each source row is found once and the pixels whose segment lies inside
- * it (ow_lo <= ow < ow_hi) run a tight loop of copies or funnel shifts without bounds checks;
- * only the pixels at the image border, on either side, go through xn_im2col_border. */
-static inline void xn_im2col_row(const uint64_t *x, const xn_conv_geom *g, int64_t bo,
-                                 uint64_t *out) {
-    const int64_t seg_bits = g->kw * g->c;
-    const int64_t sw = (seg_bits + 63) / 64;
-    const uint64_t last_mask = seg_bits % 64 ? (((uint64_t)1 << (seg_bits % 64)) - 1) : ~(uint64_t)0;
-    const int64_t out_words = g->kh * sw;
-    const int64_t b = bo / g->ho, oh = bo % g->ho;
-    const int64_t step = g->stride * g->c; /* bits from one pixel's segment to the next */
-    uint64_t *rows = out + bo * g->wo * out_words;
-    /* inside: start >= 0 and every word read (the one after the segment too, if r > 0) exists */
+/* The output columns whose window lies inside the source row, [lo, hi): start >= 0 and every
+ * word read (the one after the window too, if it starts inside a word) exists. */
+static inline void xn_inside_columns(const xn_conv_geom *g, int64_t sw, int64_t *lo, int64_t *hi) {
     int64_t ow_lo = 0, ow_hi = g->wo;
     while (ow_lo < g->wo && ow_lo * g->stride - g->pad < 0) ++ow_lo;
     while (ow_hi > ow_lo) {
@@ -53,6 +42,50 @@ static inline void xn_im2col_row(const uint64_t *x, const xn_conv_geom *g, int64
         if (start / 64 + sw + ((start & 63) > 0) <= g->row_words) break;
         --ow_hi;
     }
+    *lo = ow_lo, *hi = ow_hi;
+}
+
+/* The wo windows (kw pixels, sw words each, `out_words` apart from seg0 on) of source row `src`:
+ * the pixels whose window lies inside it (ow_lo <= ow < ow_hi) run a tight loop of copies or
+ * funnel shifts without bounds checks; only those at the image border, on either side, go
+ * through xn_im2col_border. */
+static inline void xn_row_windows(const uint64_t *src, const xn_conv_geom *g, int64_t ow_lo,
+                                  int64_t ow_hi, uint64_t *seg0, int64_t out_words) {
+    const int64_t seg_bits = g->kw * g->c;
+    const int64_t sw = (seg_bits + 63) / 64;
+    const uint64_t last_mask = seg_bits % 64 ? (((uint64_t)1 << (seg_bits % 64)) - 1) : ~(uint64_t)0;
+    const int64_t step = g->stride * g->c; /* bits from one pixel's window to the next */
+    for (int64_t ow = 0; ow < ow_lo; ++ow)
+        xn_im2col_border(src, g, (ow * g->stride - g->pad) * g->c, sw, last_mask, seg0 + ow * out_words);
+    int64_t start = (ow_lo * g->stride - g->pad) * g->c;
+    for (int64_t ow = ow_lo; ow < ow_hi; ++ow, start += step) {
+        const uint64_t *s = src + start / 64;
+        const int r = (int)(start & 63);
+        uint64_t *seg = seg0 + ow * out_words;
+        if (r && sw == 2) { /* LeNet's 5 x 20 channels: unrolled, 70 -> 56 us on lenet5_conv2 */
+            seg[0] = (s[0] >> r) | (s[1] << (64 - r));
+            seg[1] = (s[1] >> r) | (s[2] << (64 - r));
+        } else if (r) {
+            for (int64_t q = 0; q < sw; ++q) seg[q] = (s[q] >> r) | (s[q + 1] << (64 - r));
+        } else {
+            for (int64_t q = 0; q < sw; ++q) seg[q] = s[q];
+        }
+        seg[sw - 1] &= last_mask;
+    }
+    for (int64_t ow = ow_hi; ow < g->wo; ++ow)
+        xn_im2col_border(src, g, (ow * g->stride - g->pad) * g->c, sw, last_mask, seg0 + ow * out_words);
+}
+
+/* The im2col rows of output image row `bo` = (b, oh): wo rows of kh segments, written kernel
+ * row by kernel row, so each source row is found once. */
+static inline void xn_im2col_row(const uint64_t *x, const xn_conv_geom *g, int64_t bo,
+                                 uint64_t *out) {
+    const int64_t sw = (g->kw * g->c + 63) / 64;
+    const int64_t out_words = g->kh * sw;
+    const int64_t b = bo / g->ho, oh = bo % g->ho;
+    uint64_t *rows = out + bo * g->wo * out_words;
+    int64_t ow_lo, ow_hi;
+    xn_inside_columns(g, sw, &ow_lo, &ow_hi);
     for (int64_t i = 0; i < g->kh; ++i) {
         const int64_t ih = oh * g->stride - g->pad + i;
         uint64_t *seg0 = rows + i * sw;
@@ -60,27 +93,26 @@ static inline void xn_im2col_row(const uint64_t *x, const xn_conv_geom *g, int64
             for (int64_t ow = 0; ow < g->wo; ++ow) memset(seg0 + ow * out_words, 0, (size_t)sw * sizeof(uint64_t));
             continue;
         }
-        const uint64_t *src = x + (b * g->h + ih) * g->row_words;
-        for (int64_t ow = 0; ow < ow_lo; ++ow)
-            xn_im2col_border(src, g, (ow * g->stride - g->pad) * g->c, sw, last_mask, seg0 + ow * out_words);
-        int64_t start = (ow_lo * g->stride - g->pad) * g->c;
-        for (int64_t ow = ow_lo; ow < ow_hi; ++ow, start += step) {
-            const uint64_t *s = src + start / 64;
-            const int r = (int)(start & 63);
-            uint64_t *seg = seg0 + ow * out_words;
-            if (r && sw == 2) { /* LeNet's 5 x 20 channels: unrolled, 70 -> 56 us on lenet5_conv2 */
-                seg[0] = (s[0] >> r) | (s[1] << (64 - r));
-                seg[1] = (s[1] >> r) | (s[2] << (64 - r));
-            } else if (r) {
-                for (int64_t q = 0; q < sw; ++q) seg[q] = (s[q] >> r) | (s[q + 1] << (64 - r));
-            } else {
-                for (int64_t q = 0; q < sw; ++q) seg[q] = s[q];
-            }
-            seg[sw - 1] &= last_mask;
-        }
-        for (int64_t ow = ow_hi; ow < g->wo; ++ow)
-            xn_im2col_border(src, g, (ow * g->stride - g->pad) * g->c, sw, last_mask, seg0 + ow * out_words);
+        xn_row_windows(x + (b * g->h + ih) * g->row_words, g, ow_lo, ow_hi, seg0, out_words);
     }
+}
+
+/* Padded input rows per image of the implicit im2col's window table (xn_rows.h). */
+static inline int64_t xn_padded_rows(const xn_conv_geom *g) { return g->h + 2 * g->pad; }
+
+/* Row r = b * hp + ihp of the window table: the wo windows of input row ihp - pad of image b,
+ * or zeros (bit 0 reads as +1, which the border correction removes) in a padding row. */
+static inline void xn_window_row(const uint64_t *x, const xn_conv_geom *g, int64_t r, uint64_t *table) {
+    const int64_t sw = (g->kw * g->c + 63) / 64, hp = xn_padded_rows(g);
+    const int64_t b = r / hp, ih = r % hp - g->pad;
+    uint64_t *seg0 = table + r * g->wo * sw;
+    if (ih < 0 || ih >= g->h) {
+        memset(seg0, 0, (size_t)(g->wo * sw) * sizeof(uint64_t));
+        return;
+    }
+    int64_t ow_lo, ow_hi;
+    xn_inside_columns(g, sw, &ow_lo, &ow_hi);
+    xn_row_windows(x + (b * g->h + ih) * g->row_words, g, ow_lo, ow_hi, seg0, sw);
 }
 
 static void xn_im2col(const uint64_t *x, int64_t batch, int64_t h, int64_t c, int64_t row_words,

@@ -14,6 +14,7 @@
 #include "xn_bitpack.h"
 #include "xn_dispatch.h"
 #include "xn_im2col.h"
+#include "xn_rows.h"
 #include "xn_signpack.h"
 
 typedef struct {
@@ -24,8 +25,20 @@ typedef struct {
     uint64_t *bits; /* (rows, row_words) */
     int64_t row_words;
     const xn_conv_geom *conv; /* NULL for a linear layer: the GEMM reads `bits` itself */
-    uint64_t *cols;           /* (M, words) im2col workspace of a conv */
+    uint64_t *cols;           /* a conv's (M, words) im2col workspace, or its window table */
+    int implicit;             /* cols is the implicit im2col's window table (xn_conv_implicit) */
 } xn_layer_io;
+
+/* Whether a conv runs the implicit im2col (xn_rows.h): always but for 1-row kernels, where the
+ * table would be the im2col matrix itself, and rows too long for the gathering kernels. */
+static inline int xn_conv_implicit(int64_t kh, int64_t kw, int64_t c) {
+    return kh > 1 && kh * ((kw * c + 63) / 64) <= XN_MAX_IMPLICIT_WORDS;
+}
+
+/* Words of the implicit im2col's window table: wo windows of every padded input row. */
+static inline int64_t xn_window_table_words(const xn_conv_geom *g) {
+    return g->batch * xn_padded_rows(g) * g->wo * ((g->kw * g->c + 63) / 64);
+}
 
 /* Whether two threads' tiles can OR into one word of the emitted bits: rows of different row
  * blocks can when a pixel's n bits are not whole words, one row's panel groups can when a group
@@ -52,7 +65,12 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
     else if (isa == XN_ISA_SCALAR) pack = xn_pack_row_scalar, affine = xn_affine_row_scalar;
 #endif
     const xn_conv_geom *g = io->conv;
-    const uint64_t *a = g ? io->cols : io->bits;
+    xn_arows A = xn_explicit_rows(g ? io->cols : io->bits, words);
+    const int64_t table_rows = g && io->implicit ? g->batch * xn_padded_rows(g) : 0;
+    if (table_rows) {
+        A.nseg = g->kh, A.seg_words = (g->kw * g->c + 63) / 64, A.seg_stride = g->wo * A.seg_words;
+        A.ho = g->ho, A.wo = g->wo, A.hp = xn_padded_rows(g), A.stride = g->stride;
+    }
     const int64_t m = g ? g->batch * g->ho * g->wo : io->rows;
     const int mr = xn_micro_rows(isa);
     const xn_block_fn block = xn_block_for(isa);
@@ -79,13 +97,16 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
                     pack(io->x + r * io->k, io->k, io->row_words, io->bits + r * io->row_words);
             }
         }
-        if (g) {
+        if (table_rows) {
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < table_rows; ++r) xn_window_row(io->bits, g, r, io->cols);
+        } else if (g) {
 #pragma omp for schedule(static)
             for (int64_t bo = 0; bo < g->batch * g->ho; ++bo) xn_im2col_row(io->bits, g, bo, io->cols);
         }
 #pragma omp for schedule(static) nowait
         for (int64_t t = 0; t < blocks * groups; ++t)
-            xn_bgemm_tile(block, mr, a, m, panels, n, words, &ep, groups, t);
+            xn_bgemm_tile(block, mr, &A, m, panels, n, words, &ep, groups, t);
     }
 }
 

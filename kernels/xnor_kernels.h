@@ -11,9 +11,10 @@
  *   xn_signpack.h  BatchNorm/affine -> sign -> pack (xn_affine_pack_rows, xn_bn_sign_pack)
  *   xn_epilogue.h  the GEMM's fused output transform (portable and AVX-512 row stores)
  *   xn_micro_avx2.h the former AVX2 microkernel (vpshufb lookup on whole bytes), for the bench
+ *   xn_rows.h      the GEMM's A rows: explicit, or a conv's implicit im2col (window table)
  *   xn_avx2_planes.h the AVX2 GEMM on nibble planes (B planes, A staging, microkernel, block)
  *   xn_bgemm.h     microkernels, row blocks, xn_bgemm
- *   xn_im2col.h    bit-level im2col (xn_im2col)
+ *   xn_im2col.h    bit-level im2col (xn_im2col) and the implicit im2col's window rows
  *   xn_layer.h     pack + im2col + GEMM of one layer in one parallel region (xn_layer_forward)
  *   xn_pool.h      NHWC pooling (xn_pool_nhwc)
  *   xn_peak.h      popcount roofline (xn_popcount_peak)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import signed_floats
+from xnornet.kernels import _xnor
 from xnornet.kernels import (
     BinaryConv2dLayer,
     BinaryConvWeights,
@@ -69,7 +70,20 @@ CONV_CASES = [
     (1, 5, 5, 128, 40, 3, 1, 1),
     (4, 14, 14, 32, 24, 3, 1, 1),  # large enough for 2 threads
     (1, 7, 7, 512, 512, 3, 1, 1),  # ResNet-18's 7×7 at batch 1: 9 row blocks, N split across threads
+    (2, 10, 11, 3, 5, 3, 3, 1),  # stride 3: window-table rows that no output row reads
+    (1, 4, 3, 7, 6, 4, 1, 3),  # even kernel, padding wider than the image: whole zero segments
+    (1, 3, 3, 7300, 3, 3, 1, 1),  # 1029-word rows: the explicit im2col (xn_conv_implicit)
 ]
+
+
+def test_convs_run_the_implicit_im2col_but_for_1x1_kernels_and_very_long_rows():
+    """The workspace is the window table (one kw-window per output column of every input row,
+    padding rows included) for a k×k kernel, the im2col matrix for 1×1 and over-long rows."""
+    # (batch, h, c, kh, kw, stride, pad, ho, wo)
+    assert _xnor.conv_workspace_shape(64, 12, 20, 5, 5, 1, 0, 8, 8) == (64 * 12 * 8, 2)
+    assert _xnor.conv_workspace_shape(2, 14, 256, 3, 3, 1, 1, 14, 14) == (2 * 16 * 14, 12)
+    assert _xnor.conv_workspace_shape(3, 6, 1, 1, 1, 1, 0, 6, 5) == (3 * 6 * 5, 1)
+    assert _xnor.conv_workspace_shape(1, 3, 7300, 3, 3, 1, 1, 3, 3) == (9, 3 * 343)
 
 
 @pytest.mark.parametrize("case", CONV_CASES)

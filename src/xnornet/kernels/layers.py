@@ -241,16 +241,16 @@ class BinaryConv2dLayer(_BinaryLayer):
         m, n, c = b * ho * wo, wt.out_channels, wt.in_channels
         bits = None if packed else self.workspace.get("bits", (b * h, n_words(w * c)), np.uint64)
         scale, shift = (None, None) if packed else self._affine(w)
-        cols = self.workspace.get("cols", (m, kh * wt.segment_words), np.uint64)
+        geometry = (b, h, c, kh, kw, wt.stride, wt.padding, ho, wo)
+        cols = self.workspace.get("cols", _xnor.conv_workspace_shape(*geometry), np.uint64)
         out = self._out(m, n)
         emit = self._emit(b * ho, wo, n)
-        geometry = (b, h, c, kh, kw, wt.stride, wt.padding, ho, wo)
         if emit:
             result = PackedActivations(emit["emit_bits"], b, ho, wo, n)
             _EMITTED[id(result)] = result
         else:
             result = out.reshape(b, ho, wo, n)
-        threads, corr = self._threads(m * n * cols.shape[1]), wt.correction(h, w)
+        threads, corr = self._threads(m * n * kh * wt.segment_words), wt.correction(h, w)
         return _Plan(m, n, bits, scale, shift, geometry, cols, corr, out, threads, emit, result)
 
 
