@@ -58,6 +58,13 @@ XN_DEFINE_SCALAR_MICRO(xn_micro_scalar, XN_TARGET_POPCNT)
     acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)row[w]), b)))
 #define XN_STEP4(acc, row, b) \
     acc = _mm256_add_epi64(acc, _mm256_popcnt_epi64(_mm256_xor_si256(_mm256_set1_epi64x((long long)row[w]), b)))
+/* The K loop over a row block's segments (xn_rows.h), BODY run for word w of each, with
+ * bp + w * XN_NR the panel's words for it. */
+#define XN_WALK(BODY)                                                      \
+    for (int64_t i = 0; i < nseg; ++i, bp += sw * XN_NR) {                 \
+        for (int64_t w = 0; w < sw; ++w) { BODY }                          \
+        a0 += ss, a1 += ss, a2 += ss, a3 += ss, a4 += ss, a5 += ss;        \
+    }
 #define XN_STORE6(C0, C1)                                                        \
     do {                                                                         \
         xn_store_counts_avx512(e, m0, n0, ncols, C0##0, C1##0);                  \
@@ -86,14 +93,9 @@ XN_TARGET_AVX512 static void xn_block_avx512(const xn_arows *A, int64_t rows, in
         if (ncols <= 4) {
             const __m256i y = _mm256_setzero_si256();
             __m256i q0 = y, q1 = y, q2 = y, q3 = y, q4 = y, q5 = y;
-            for (int64_t i = 0; i < nseg; ++i, bp += sw * XN_NR) {
-                for (int64_t w = 0; w < sw; ++w) {
-                    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(bp + w * XN_NR));
+            XN_WALK(const __m256i b0 = _mm256_loadu_si256((const __m256i *)(bp + w * XN_NR));
                     XN_STEP4(q0, a0, b0); XN_STEP4(q1, a1, b0); XN_STEP4(q2, a2, b0);
-                    XN_STEP4(q3, a3, b0); XN_STEP4(q4, a4, b0); XN_STEP4(q5, a5, b0);
-                }
-                a0 += ss, a1 += ss, a2 += ss, a3 += ss, a4 += ss, a5 += ss;
-            }
+                    XN_STEP4(q3, a3, b0); XN_STEP4(q4, a4, b0); XN_STEP4(q5, a5, b0);)
             const __m512i c0 = _mm512_zextsi256_si512(q0), c1 = _mm512_zextsi256_si512(q1),
                           c2 = _mm512_zextsi256_si512(q2), c3 = _mm512_zextsi256_si512(q3),
                           c4 = _mm512_zextsi256_si512(q4), c5 = _mm512_zextsi256_si512(q5);
@@ -104,36 +106,27 @@ XN_TARGET_AVX512 static void xn_block_avx512(const xn_arows *A, int64_t rows, in
         if (ncols <= 8) {
             __m512i c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z;
             const __m512i h0 = z, h1 = z, h2 = z, h3 = z, h4 = z, h5 = z;
-            for (int64_t i = 0; i < nseg; ++i, bp += sw * XN_NR) {
-                for (int64_t w = 0; w < sw; ++w) {
-                    const __m512i b0 = _mm512_loadu_si512((const void *)(bp + w * XN_NR));
+            XN_WALK(const __m512i b0 = _mm512_loadu_si512((const void *)(bp + w * XN_NR));
                     XN_STEP(c0, a0, b0); XN_STEP(c1, a1, b0); XN_STEP(c2, a2, b0);
-                    XN_STEP(c3, a3, b0); XN_STEP(c4, a4, b0); XN_STEP(c5, a5, b0);
-                }
-                a0 += ss, a1 += ss, a2 += ss, a3 += ss, a4 += ss, a5 += ss;
-            }
+                    XN_STEP(c3, a3, b0); XN_STEP(c4, a4, b0); XN_STEP(c5, a5, b0);)
             XN_STORE6(c, h);
             continue;
         }
         __m512i l0 = z, l1 = z, l2 = z, l3 = z, l4 = z, l5 = z;
         __m512i h0 = z, h1 = z, h2 = z, h3 = z, h4 = z, h5 = z;
-        for (int64_t i = 0; i < nseg; ++i, bp += sw * XN_NR) {
-            for (int64_t w = 0; w < sw; ++w) {
-                const __m512i b0 = _mm512_loadu_si512((const void *)(bp + w * XN_NR));
+        XN_WALK(const __m512i b0 = _mm512_loadu_si512((const void *)(bp + w * XN_NR));
                 const __m512i b1 = _mm512_loadu_si512((const void *)(bp + w * XN_NR + 8));
                 XN_STEP(l0, a0, b0); XN_STEP(h0, a0, b1);
                 XN_STEP(l1, a1, b0); XN_STEP(h1, a1, b1);
                 XN_STEP(l2, a2, b0); XN_STEP(h2, a2, b1);
                 XN_STEP(l3, a3, b0); XN_STEP(h3, a3, b1);
                 XN_STEP(l4, a4, b0); XN_STEP(h4, a4, b1);
-                XN_STEP(l5, a5, b0); XN_STEP(h5, a5, b1);
-            }
-            a0 += ss, a1 += ss, a2 += ss, a3 += ss, a4 += ss, a5 += ss;
-        }
+                XN_STEP(l5, a5, b0); XN_STEP(h5, a5, b1);)
         XN_STORE6(l, h);
     }
 }
 #undef XN_STORE6
+#undef XN_WALK
 #undef XN_STEP4
 #undef XN_STEP
 #endif /* XN_X86 */

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import signed_floats
-from xnornet.kernels import _xnor
 from xnornet.kernels import (
     BinaryConv2dLayer,
     BinaryConvWeights,
     BinaryLinearLayer,
     PackedColumns,
+    _xnor,
     binary_conv2d,
     pack_bits,
     pack_nhwc,
