@@ -67,12 +67,13 @@ XN_DEFINE_SCALAR_MICRO(xn_micro_scalar, XN_TARGET_POPCNT)
     }
 #define XN_STORE6(C0, C1)                                                        \
     do {                                                                         \
-        xn_store_counts_avx512(e, m0, n0, ncols, C0##0, C1##0);                  \
-        if (rows > 1) xn_store_counts_avx512(e, m0 + 1, n0, ncols, C0##1, C1##1); \
-        if (rows > 2) xn_store_counts_avx512(e, m0 + 2, n0, ncols, C0##2, C1##2); \
-        if (rows > 3) xn_store_counts_avx512(e, m0 + 3, n0, ncols, C0##3, C1##3); \
-        if (rows > 4) xn_store_counts_avx512(e, m0 + 4, n0, ncols, C0##4, C1##4); \
-        if (rows > 5) xn_store_counts_avx512(e, m0 + 5, n0, ncols, C0##5, C1##5); \
+        const xn_panel_avx512 pc = xn_panel_consts_avx512(e, n0, ncols);           \
+        xn_store_counts_avx512(e, &pc, m0, n0, C0##0, C1##0);                      \
+        if (rows > 1) xn_store_counts_avx512(e, &pc, m0 + 1, n0, C0##1, C1##1);   \
+        if (rows > 2) xn_store_counts_avx512(e, &pc, m0 + 2, n0, C0##2, C1##2);   \
+        if (rows > 3) xn_store_counts_avx512(e, &pc, m0 + 3, n0, C0##3, C1##3);   \
+        if (rows > 4) xn_store_counts_avx512(e, &pc, m0 + 4, n0, C0##4, C1##4);   \
+        if (rows > 5) xn_store_counts_avx512(e, &pc, m0 + 5, n0, C0##5, C1##5);   \
     } while (0)
 
 /* The K loop walks the rows' segments (xn_rows.h): one for explicit rows, kh for a conv's

@@ -58,19 +58,22 @@ static inline void xn_row_windows(const uint64_t *src, const xn_conv_geom *g, in
     for (int64_t ow = 0; ow < ow_lo; ++ow)
         xn_im2col_border(src, g, (ow * g->stride - g->pad) * g->c, sw, last_mask, seg0 + ow * out_words);
     int64_t start = (ow_lo * g->stride - g->pad) * g->c;
+    /* each word written once, the last one masked in a register: a masking read-modify-write of
+     * the stored word stalled on the store (a third of the window table's time on LeNet) */
     for (int64_t ow = ow_lo; ow < ow_hi; ++ow, start += step) {
         const uint64_t *s = src + start / 64;
         const int r = (int)(start & 63);
         uint64_t *seg = seg0 + ow * out_words;
-        if (r && sw == 2) { /* LeNet's 5 x 20 channels: unrolled, 70 -> 56 us on lenet5_conv2 */
+        if (r && sw == 2) { /* LeNet's 5 x 20 channels */
             seg[0] = (s[0] >> r) | (s[1] << (64 - r));
-            seg[1] = (s[1] >> r) | (s[2] << (64 - r));
+            seg[1] = ((s[1] >> r) | (s[2] << (64 - r))) & last_mask;
         } else if (r) {
-            for (int64_t q = 0; q < sw; ++q) seg[q] = (s[q] >> r) | (s[q + 1] << (64 - r));
+            for (int64_t q = 0; q < sw - 1; ++q) seg[q] = (s[q] >> r) | (s[q + 1] << (64 - r));
+            seg[sw - 1] = ((s[sw - 1] >> r) | (s[sw] << (64 - r))) & last_mask;
         } else {
-            for (int64_t q = 0; q < sw; ++q) seg[q] = s[q];
+            for (int64_t q = 0; q < sw - 1; ++q) seg[q] = s[q];
+            seg[sw - 1] = s[sw - 1] & last_mask;
         }
-        seg[sw - 1] &= last_mask;
     }
     for (int64_t ow = ow_hi; ow < g->wo; ++ow)
         xn_im2col_border(src, g, (ow * g->stride - g->pad) * g->c, sw, last_mask, seg0 + ow * out_words);
@@ -100,19 +103,17 @@ static inline void xn_im2col_row(const uint64_t *x, const xn_conv_geom *g, int64
 /* Padded input rows per image of the implicit im2col's window table (xn_rows.h). */
 static inline int64_t xn_padded_rows(const xn_conv_geom *g) { return g->h + 2 * g->pad; }
 
-/* Row r = b * hp + ihp of the window table: the wo windows of input row ihp - pad of image b,
- * or zeros (bit 0 reads as +1, which the border correction removes) in a padding row. */
-static inline void xn_window_row(const uint64_t *x, const xn_conv_geom *g, int64_t r, uint64_t *table) {
-    const int64_t sw = (g->kw * g->c + 63) / 64, hp = xn_padded_rows(g);
-    const int64_t b = r / hp, ih = r % hp - g->pad;
-    uint64_t *seg0 = table + r * g->wo * sw;
-    if (ih < 0 || ih >= g->h) {
+/* Row b * hp + ihp of the window table: the wo windows of input row ihp - pad of image b, or
+ * zeros (bit 0 reads as +1, which the border correction removes) in a padding row. [lo, hi):
+ * xn_inside_columns, the same for every row. */
+static inline void xn_window_row(const uint64_t *x, const xn_conv_geom *g, int64_t b, int64_t ihp,
+                                 int64_t lo, int64_t hi, uint64_t *table) {
+    const int64_t sw = (g->kw * g->c + 63) / 64, ih = ihp - g->pad;
+    uint64_t *seg0 = table + (b * xn_padded_rows(g) + ihp) * g->wo * sw;
+    if (ih < 0 || ih >= g->h)
         memset(seg0, 0, (size_t)(g->wo * sw) * sizeof(uint64_t));
-        return;
-    }
-    int64_t ow_lo, ow_hi;
-    xn_inside_columns(g, sw, &ow_lo, &ow_hi);
-    xn_row_windows(x + (b * g->h + ih) * g->row_words, g, ow_lo, ow_hi, seg0, sw);
+    else
+        xn_row_windows(x + (b * g->h + ih) * g->row_words, g, lo, hi, seg0, sw);
 }
 
 static void xn_im2col(const uint64_t *x, int64_t batch, int64_t h, int64_t c, int64_t row_words,

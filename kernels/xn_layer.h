@@ -71,6 +71,8 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
         A.nseg = g->kh, A.seg_words = (g->kw * g->c + 63) / 64, A.seg_stride = g->wo * A.seg_words;
         A.ho = g->ho, A.wo = g->wo, A.hp = xn_padded_rows(g), A.stride = g->stride;
     }
+    int64_t inside_lo = 0, inside_hi = 0;
+    if (table_rows) xn_inside_columns(g, A.seg_words, &inside_lo, &inside_hi);
     const int64_t m = g ? g->batch * g->ho * g->wo : io->rows;
     const int mr = xn_micro_rows(isa);
     const xn_block_fn block = xn_block_for(isa);
@@ -98,8 +100,10 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
             }
         }
         if (table_rows) {
-#pragma omp for schedule(static)
-            for (int64_t r = 0; r < table_rows; ++r) xn_window_row(io->bits, g, r, io->cols);
+#pragma omp for schedule(static) collapse(2)
+            for (int64_t b = 0; b < g->batch; ++b)
+                for (int64_t ihp = 0; ihp < A.hp; ++ihp)
+                    xn_window_row(io->bits, g, b, ihp, inside_lo, inside_hi, io->cols);
         } else if (g) {
 #pragma omp for schedule(static)
             for (int64_t bo = 0; bo < g->batch * g->ho; ++bo) xn_im2col_row(io->bits, g, bo, io->cols);
