@@ -27,8 +27,14 @@ def test_bench_rows_are_consistent_with_the_work_they_time():
     binary_ops = 2 * (2 * 5 * 6) * 7 * (20 * 3 * 3)  # counted by hand: 2·M·N·K, padding 1 keeps 5×6
     for r in rows:
         assert (r["M"], r["N"], r["K"]) == (60, 7, 180)
-        for key in ("torch_conv_ms", "torch_matmul_ms", "binary_layer_ms", "bgemm_ms"):
+        for key in ("torch_conv_ms", "torch_matmul_ms", "binary_layer_ms", "bgemm_ms", "pack_ms"):
             assert r[key] > 0
+        assert r["im2col_ms"] > 0  # a conv: its explicit im2col is one of the parts
+        # the ratio was taken before the times were rounded to 1e-4 ms: within what that moves it
+        parts = r["pack_ms"] + r["im2col_ms"] + r["bgemm_ms"]
+        ratio = r["binary_layer_ms"] / parts
+        slack = ratio * (5e-5 / r["binary_layer_ms"] + 1.5e-4 / parts) + 0.005
+        assert abs(r["layer_over_parts"] - ratio) <= slack, r
         # the layer's rate and its GEMM's rate describe the same work at their own times, to within
         # the rounding of the stored figures (ms to 1e-4, Gop/s to 0.1)
         for rate, ms in (("gops", "binary_layer_ms"), ("bgemm_gops", "bgemm_ms")):

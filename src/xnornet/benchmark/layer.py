@@ -45,7 +45,9 @@ def torch_fns(shape: LayerShape, rng: np.random.Generator) -> dict[str, Callable
 
 
 def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dict[str, Callable[[], object]]:
-    """The whole binary layer (pack + im2col + bgemm + α/bias transform), and its bgemm alone.
+    """The whole binary layer (pack + im2col + bgemm + α/bias transform), and its parts alone:
+    the sign-pack of the float input, the im2col of a conv (explicit, as ``im2col_bits`` makes it;
+    the layer runs its implicit form) and the bgemm on that im2col.
 
     The layer is a layer object built once, as the packed engine builds its layers: weights, α
     and bias checked once and the workspaces kept, so a call allocates nothing."""
@@ -59,16 +61,20 @@ def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dic
         linear = BinaryLinearLayer(cols, alpha, bias, threads=threads)
         return {
             "binary_layer": lambda: linear(x),
+            "pack": lambda: pack_bits(x, threads=threads),
             "bgemm": lambda: gemm_packed(x_bits, cols, threads=threads),
         }
     x = rng.standard_normal((shape.batch, shape.h, shape.w, shape.c_in), dtype=np.float32)
     w = rng.standard_normal((shape.c_out, shape.c_in, shape.k, shape.k), dtype=np.float32)
     weights = BinaryConvWeights.from_float(w, shape.stride, shape.padding)
     weights.correction(shape.h, shape.w)  # per input size, computed once like the weight packing
-    patches = im2col_bits(pack_nhwc(x), weights)
+    packed = pack_nhwc(x)
+    patches = im2col_bits(packed, weights)
     conv = BinaryConv2dLayer(weights, alpha, bias, threads=threads)
     return {
         "binary_layer": lambda: conv(x),
+        "pack": lambda: pack_nhwc(x, threads=threads),
+        "im2col": lambda: im2col_bits(packed, weights, threads=threads),
         "bgemm": lambda: gemm_packed(patches, weights.columns, threads=threads),
     }
 
@@ -133,6 +139,7 @@ def bench_shape(
         conv_ms, conv_cold_ms = torch_conv(ms, t), torch_conv(cold, t)
         for isa in isas:
             layer_ms, bgemm_ms = ms[f"binary_layer@{isa}@{t}"], ms[f"bgemm@{isa}@{t}"]
+            pack_ms, im2col_ms = ms[f"pack@{isa}@{t}"], ms.get(f"im2col@{isa}@{t}", 0.0)
             layer_cold_ms = cold[f"binary_layer@{isa}@{t}"]
             rows.append({
                 "shape": shape.name, "isa": isa, "threads": t, "M": m, "N": n, "K": k,
@@ -140,6 +147,10 @@ def bench_shape(
                 "torch_matmul_ms": round(ms[f"torch_matmul@{t}"], 4),
                 "binary_layer_ms": round(layer_ms, 4),
                 "bgemm_ms": round(bgemm_ms, 4),
+                "pack_ms": round(pack_ms, 4),
+                "im2col_ms": round(im2col_ms, 4),
+                # the layer against its parts run one by one: above 1 is time the fused call loses
+                "layer_over_parts": round(layer_ms / (pack_ms + im2col_ms + bgemm_ms), 2),
                 "speedup_vs_conv": round(conv_ms / layer_ms, 2),
                 "speedup_vs_matmul": round(ms[f"torch_matmul@{t}"] / layer_ms, 2),
                 "torch_gops": round(shape.ops / conv_ms / 1e6, 1),

@@ -61,8 +61,9 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
             **{k: v for k, v in headline.items() if k != "shape"},
             "by_path": {f"{r['isa']}_t{r['threads']}": {
                 k: r[k] for k in ("binary_layer_ms", "torch_conv_ms", "speedup_vs_conv", "pct_of_limit",
-                                  "layer_pct_of_limit", "thread_speedup", "torch_thread_speedup",
-                                  "binary_layer_cold_ms", "torch_conv_cold_ms", "speedup_cold")
+                                  "layer_pct_of_limit", "layer_over_parts", "thread_speedup",
+                                  "torch_thread_speedup", "binary_layer_cold_ms", "torch_conv_cold_ms",
+                                  "speedup_cold")
             } for r in mine},
         }  # fmt: skip
     summary["former_kernels"] = {
@@ -97,11 +98,12 @@ def gemm_ms(rows: list[dict], shape: str, isa: str, threads: int) -> float:
 def print_table(rows: list[dict], limits: dict) -> None:
     print(f"per-core popcount limit (Gop/s): {limits}")
     head = f"{'shape':<22}{'isa':<18}{'thr':>4}{'torch ms':>10}{'binary ms':>11}{'speedup':>9}{'cold':>8}"
-    print(head + f"{'layer %':>9}{'gemm %':>8}{'thr ×':>7}{'torch thr ×':>12}")
+    print(head + f"{'layer %':>9}{'gemm %':>8}{'/parts':>8}{'thr ×':>7}{'torch thr ×':>12}")
     for r in rows:
         print(f"{r['shape']:<22}{r['isa']:<18}{r['threads']:>4}{r['torch_conv_ms']:>10.3f}"
               f"{r['binary_layer_ms']:>11.3f}{r['speedup_vs_conv']:>8.1f}×{r['speedup_cold']:>7.1f}×"
-              f"{r['layer_pct_of_limit']:>8.1f}%{r['pct_of_limit']:>7.1f}%{r['thread_speedup']:>7.2f}"
+              f"{r['layer_pct_of_limit']:>8.1f}%{r['pct_of_limit']:>7.1f}%{r['layer_over_parts']:>8.2f}"
+              f"{r['thread_speedup']:>7.2f}"
               f"{r['torch_thread_speedup']:>12.2f}")  # fmt: skip
 
 
@@ -116,6 +118,7 @@ def mlflow_metrics(rows: list[dict], summary: dict) -> dict[str, float]:
         "gops",
         "pct_of_limit",
         "layer_pct_of_limit",
+        "layer_over_parts",
     )
     flat = {f"{r['shape']}/{r['isa']}/t{r['threads']}/{k}": r[k] for r in rows for k in keys}
     flat.update({f"limit_gops/{k}": v for k, v in summary["popcount_limit_gops_per_core"].items()})
