@@ -58,15 +58,13 @@ static inline void xn_stage_planes(const xn_arows *A, const uint64_t *const *bas
     for (int64_t mb = 0; mb * XN_PR < rows; ++mb) {
         const uint64_t *const *src = base + mb * XN_PR;
         uint64_t *dst = stage + mb * cw * XN_PR * 2;
-        int64_t seg = w0 / A->seg_words, off = w0 - seg * A->seg_words; /* word w0's place */
-        for (int64_t w = 0; w < cw; ++w, dst += XN_PR * 2) { /* written in order, 48 bytes a word */
-            const int64_t at = seg * A->seg_stride + off;
+        for (int64_t w = w0; w < w0 + cw; ++w, dst += XN_PR * 2) { /* in order, 48 bytes a word */
+            const int64_t at = A->off ? A->off[w] : w;
             for (int r = 0; r < XN_PR; ++r) {
                 const uint64_t v = src[r][at];
                 dst[2 * r] = v & XN_NIBBLES;
                 dst[2 * r + 1] = (v >> 4) & XN_NIBBLES;
             }
-            if (++off == A->seg_words) off = 0, ++seg;
         }
     }
 }

@@ -55,15 +55,16 @@ XN_DEFINE_SCALAR_MICRO(xn_micro_scalar, XN_TARGET_POPCNT)
  * applies the output transform to the accumulators in registers (xn_store_counts_avx512), so
  * no tile of counts is stored and loaded back (about 1.5% of a K = 2304 layer on a Zen 4). */
 #define XN_STEP(acc, row, b) \
-    acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)row[w]), b)))
+    acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)row[o]), b)))
 #define XN_STEP4(acc, row, b) \
-    acc = _mm256_add_epi64(acc, _mm256_popcnt_epi64(_mm256_xor_si256(_mm256_set1_epi64x((long long)row[w]), b)))
-/* The K loop over a row block's segments (xn_rows.h), BODY run for word w of each, with
- * bp + w * XN_NR the panel's words for it. */
+    acc = _mm256_add_epi64(acc, _mm256_popcnt_epi64(_mm256_xor_si256(_mm256_set1_epi64x((long long)row[o]), b)))
+/* The K loop over a row block's words, BODY run for each with bp + w * XN_NR the panel's
+ * words and o the word's offset in the rows (xn_rows.h: an implicit im2col's segments). One
+ * loop for both kinds of rows: -O3 unswitches it on `off`. */
 #define XN_WALK(BODY)                                                      \
-    for (int64_t i = 0; i < nseg; ++i, bp += sw * XN_NR) {                 \
-        for (int64_t w = 0; w < sw; ++w) { BODY }                          \
-        a0 += ss, a1 += ss, a2 += ss, a3 += ss, a4 += ss, a5 += ss;        \
+    for (int64_t w = 0; w < words; ++w) {                                  \
+        const int64_t o = off ? off[w] : w;                                \
+        BODY                                                               \
     }
 #define XN_STORE6(C0, C1)                                                        \
     do {                                                                         \
@@ -83,7 +84,7 @@ XN_TARGET_AVX512 static void xn_block_avx512(const xn_arows *A, int64_t rows, in
                                              const xn_epilogue *e, int64_t p0, int64_t p1) {
     const uint64_t *base[6];
     xn_row_bases(A, m0, rows, 6, base);
-    const int64_t nseg = A->nseg, sw = A->seg_words, ss = A->seg_stride;
+    const int64_t *off = A->off;
     const __m512i z = _mm512_setzero_si512();
     for (int64_t p = p0; p < p1; ++p) {
         const int64_t n0 = p * XN_NR;

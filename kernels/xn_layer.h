@@ -67,9 +67,12 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
     const xn_conv_geom *g = io->conv;
     xn_arows A = xn_explicit_rows(g ? io->cols : io->bits, words);
     const int64_t table_rows = g && io->implicit ? g->batch * xn_padded_rows(g) : 0;
+    int64_t offsets[XN_MAX_IMPLICIT_WORDS]; /* read by every thread */
     if (table_rows) {
         A.nseg = g->kh, A.seg_words = (g->kw * g->c + 63) / 64, A.seg_stride = g->wo * A.seg_words;
         A.ho = g->ho, A.wo = g->wo, A.hp = xn_padded_rows(g), A.stride = g->stride;
+        xn_word_offsets(&A, offsets);
+        A.off = offsets;
     }
     int64_t inside_lo = 0, inside_hi = 0;
     if (table_rows) xn_inside_columns(g, A.seg_words, &inside_lo, &inside_hi);

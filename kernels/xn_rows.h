@@ -6,7 +6,10 @@
  * into a table with `pad` zero rows above and below each image (xn_im2col.h, xn_window_row), and
  * the microkernels walk a row's kh segments there: segment i of output pixel (b, oh, ow) is window
  * ow of padded input row b * hp + oh * stride + i, so a row is a base pointer and kh segments
- * `seg_stride` words apart. Explicit rows are the same walk with one segment of all the words.
+ * `seg_stride` words apart. The kernels walk it through a table of word offsets (word w of a row
+ * at base + off[w]), so the K loop runs straight over all the words, not over segments of two
+ * words each (LeNet's conv2: restarting the loop per segment cost a fifth of its GEMM). Explicit
+ * rows have no table (off NULL): word w at base + w.
  * The table is a third of an im2col matrix for a 3 x 3 conv (and less for 5 x 5).
  */
 #ifndef XN_ROWS_H
@@ -25,11 +28,18 @@ typedef struct {
     int64_t seg_words; /* words per segment */
     int64_t seg_stride; /* words from one segment of a row to the next: wo * seg_words */
     int64_t ho, wo, hp, stride; /* implicit only: output size, padded input rows per image */
+    const int64_t *off;         /* implicit only: nseg * seg_words word offsets, xn_word_offsets */
 } xn_arows;
 
 static inline xn_arows xn_explicit_rows(const uint64_t *a, int64_t words) {
-    xn_arows s = {a, 1, words, words, 1, 1, 1, 1};
+    xn_arows s = {a, 1, words, words, 1, 1, 1, 1, NULL};
     return s;
+}
+
+/* off[i * seg_words + q] = i * seg_stride + q: where word w of an implicit row lies. */
+static inline void xn_word_offsets(const xn_arows *s, int64_t *off) {
+    for (int64_t i = 0; i < s->nseg; ++i)
+        for (int64_t q = 0; q < s->seg_words; ++q) off[i * s->seg_words + q] = i * s->seg_stride + q;
 }
 
 /* The base pointers of rows m0 .. m0 + mr - 1, the missing rows of a short block (rows < mr)
@@ -62,9 +72,7 @@ static inline const uint64_t *xn_gather_rows(const xn_arows *s, int64_t m0, int6
     const int64_t words = s->nseg * s->seg_words;
     xn_row_bases(s, m0, rows, mr, base);
     for (int64_t r = 0; r < rows; ++r)
-        for (int64_t i = 0; i < s->nseg; ++i)
-            memcpy(buf + r * words + i * s->seg_words, base[r] + i * s->seg_stride,
-                   (size_t)s->seg_words * sizeof(uint64_t));
+        for (int64_t w = 0; w < words; ++w) buf[r * words + w] = base[r][s->off[w]];
     return buf;
 }
 
