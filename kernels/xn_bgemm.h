@@ -172,12 +172,18 @@ static xn_block_fn xn_block_for(int isa) {
 /* The GEMM's parallel work is a grid of tiles: row blocks × groups of panels. Row blocks alone
  * leave cores idle when a small batch has fewer of them than there are threads (ResNet's 7×7
  * layers at batch 1: 9 blocks of 6 rows) or not many more (uneven shares); so N is split as well
- * until each thread has about 4 tiles. A thread's consecutive tiles share their row block, whose
- * A rows then stay in L1. One thread, or enough row blocks: one group, the plain row split. */
+ * until each thread has about 4 tiles, and the shares are even or many. A thread's consecutive
+ * tiles share their row block, whose A rows then stay in L1. One thread, or enough row blocks: one group, the plain row split. */
 static inline int64_t xn_panel_groups(int64_t blocks, int64_t n, int threads) {
     const int64_t npanels = (n + XN_NR - 1) / XN_NR;
     int64_t groups = 1;
-    while (threads > 1 && blocks * groups < 4 * (int64_t)threads && groups * 2 <= npanels) groups *= 2;
+    while (threads > 1 && groups * 2 <= npanels) {
+        const int64_t tiles = blocks * groups;
+        /* few tiles, or a share that is uneven by more than ~3%: 33 row blocks (ResNet's 7 x 7 at
+         * batch 4) on 2 threads are 17 and 16, a 1.94x ceiling, where 66 tiles split evenly */
+        if (tiles >= 4 * (int64_t)threads && (tiles % threads == 0 || tiles >= 32 * (int64_t)threads)) break;
+        groups *= 2;
+    }
     return groups;
 }
 

@@ -32,23 +32,36 @@ static inline void xn_im2col_border(const uint64_t *src, const xn_conv_geom *g, 
     seg[sw - 1] &= last_mask;
 }
 
+/* Whether every window starts on a word boundary (C a multiple of 64, as in ResNet, AlexNet and
+ * NIN): then windows are copies; otherwise funnel shifts. */
+static inline int xn_windows_aligned(const xn_conv_geom *g) {
+    return (g->stride * g->c) % 64 == 0 && (g->pad * g->c) % 64 == 0;
+}
+
 /* The output columns whose window lies inside the source row, [lo, hi): start >= 0 and every
- * word read (the one after the window too, if it starts inside a word) exists. */
+ * word read exists: the window's words, and for the funnel shifts the word after them too. */
 static inline void xn_inside_columns(const xn_conv_geom *g, int64_t sw, int64_t *lo, int64_t *hi) {
+    const int64_t reads = sw + !xn_windows_aligned(g);
     int64_t ow_lo = 0, ow_hi = g->wo;
     while (ow_lo < g->wo && ow_lo * g->stride - g->pad < 0) ++ow_lo;
     while (ow_hi > ow_lo) {
         const int64_t start = ((ow_hi - 1) * g->stride - g->pad) * g->c;
-        if (start / 64 + sw + ((start & 63) > 0) <= g->row_words) break;
+        if (start / 64 + reads <= g->row_words) break;
         --ow_hi;
     }
     *lo = ow_lo, *hi = ow_hi;
 }
 
+/* Bits [r, r + 64) of the 128 bits hi:lo, for 0 <= r < 64 (r = 0 too: no branch, no UB). */
+static inline uint64_t xn_funnel(uint64_t lo, uint64_t hi, int r) {
+    return (lo >> r) | ((hi << 1) << (63 - r));
+}
+
 /* The wo windows (kw pixels, sw words each, `out_words` apart from seg0 on) of source row `src`:
  * the pixels whose window lies inside it (ow_lo <= ow < ow_hi) run a tight loop of copies or
- * funnel shifts without bounds checks; only those at the image border, on either side, go
- * through xn_im2col_border. */
+ * funnel shifts without bounds checks or branches; only those at the image border, on either
+ * side, go through xn_im2col_border. Each word is stored once, the last one masked in a register
+ * (a masking read-modify-write of the stored word stalled on the store). */
 static inline void xn_row_windows(const uint64_t *src, const xn_conv_geom *g, int64_t ow_lo,
                                   int64_t ow_hi, uint64_t *seg0, int64_t out_words) {
     const int64_t seg_bits = g->kw * g->c;
@@ -58,21 +71,28 @@ static inline void xn_row_windows(const uint64_t *src, const xn_conv_geom *g, in
     for (int64_t ow = 0; ow < ow_lo; ++ow)
         xn_im2col_border(src, g, (ow * g->stride - g->pad) * g->c, sw, last_mask, seg0 + ow * out_words);
     int64_t start = (ow_lo * g->stride - g->pad) * g->c;
-    /* each word written once, the last one masked in a register: a masking read-modify-write of
-     * the stored word stalled on the store (a third of the window table's time on LeNet) */
-    for (int64_t ow = ow_lo; ow < ow_hi; ++ow, start += step) {
-        const uint64_t *s = src + start / 64;
-        const int r = (int)(start & 63);
-        uint64_t *seg = seg0 + ow * out_words;
-        if (r && sw == 2) { /* LeNet's 5 x 20 channels */
-            seg[0] = (s[0] >> r) | (s[1] << (64 - r));
-            seg[1] = ((s[1] >> r) | (s[2] << (64 - r))) & last_mask;
-        } else if (r) {
-            for (int64_t q = 0; q < sw - 1; ++q) seg[q] = (s[q] >> r) | (s[q + 1] << (64 - r));
-            seg[sw - 1] = ((s[sw - 1] >> r) | (s[sw] << (64 - r))) & last_mask;
-        } else {
+    if (xn_windows_aligned(g)) {
+        for (int64_t ow = ow_lo; ow < ow_hi; ++ow, start += step) {
+            const uint64_t *s = src + start / 64;
+            uint64_t *seg = seg0 + ow * out_words;
             for (int64_t q = 0; q < sw - 1; ++q) seg[q] = s[q];
             seg[sw - 1] = s[sw - 1] & last_mask;
+        }
+    } else if (sw == 2) { /* LeNet's 5 x 20 channels */
+        for (int64_t ow = ow_lo; ow < ow_hi; ++ow, start += step) {
+            const uint64_t *s = src + start / 64;
+            const int r = (int)(start & 63);
+            uint64_t *seg = seg0 + ow * out_words;
+            seg[0] = xn_funnel(s[0], s[1], r);
+            seg[1] = xn_funnel(s[1], s[2], r) & last_mask;
+        }
+    } else {
+        for (int64_t ow = ow_lo; ow < ow_hi; ++ow, start += step) {
+            const uint64_t *s = src + start / 64;
+            const int r = (int)(start & 63);
+            uint64_t *seg = seg0 + ow * out_words;
+            for (int64_t q = 0; q < sw - 1; ++q) seg[q] = xn_funnel(s[q], s[q + 1], r);
+            seg[sw - 1] = xn_funnel(s[sw - 1], s[sw], r) & last_mask;
         }
     }
     for (int64_t ow = ow_hi; ow < g->wo; ++ow)
