@@ -173,7 +173,8 @@ static xn_block_fn xn_block_for(int isa) {
  * leave cores idle when a small batch has fewer of them than there are threads (ResNet's 7×7
  * layers at batch 1: 9 blocks of 6 rows) or not many more (uneven shares); so N is split as well
  * until each thread has about 4 tiles, and the shares are even or many. A thread's consecutive
- * tiles share their row block, whose A rows then stay in L1. One thread, or enough row blocks: one group, the plain row split. */
+ * tiles share their row block, whose A rows then stay in L1. One thread, or enough row blocks:
+ * one group, the plain row split. */
 static inline int64_t xn_panel_groups(int64_t blocks, int64_t n, int threads) {
     const int64_t npanels = (n + XN_NR - 1) / XN_NR;
     int64_t groups = 1;
