@@ -4,8 +4,8 @@
 each call: right for tests and one-off use, but a network calls the same layer with the same
 shapes again and again. A layer object checks its weights, α, bias and the sign's BatchNorm once,
 keeps its workspaces (kernels.workspace) and, on the AVX2 path, its weights' nibble planes
-(PackedColumns.operand), and runs pack → im2col → GEMM → output transform as one C call with
-one parallel region (kernels/xn_layer.h).
+(PackedColumns.operand), and runs pack → im2col (implicit: kernels/xn_rows.h) → GEMM → output
+transform as one C call with one parallel region (kernels/xn_layer.h).
 
 The array a call returns is the layer's own output buffer: the next call overwrites it (copy it
 to keep it). One caller at a time per layer object. Everything a call needs besides its input
