@@ -102,8 +102,8 @@ def test_a_b_operand_of_the_wrong_layout_is_refused():
     with pytest.raises(ValueError, match="this path reads"):
         _xnor.bgemm_i32(3, a, columns.operand(AVX2), 20, 200, None, out, 1)  # planes on AVX-512
     with pytest.raises(ValueError, match="nibble planes"):
-        _xnor.layer_forward(AVX2, None, None, None, a, None, None, columns.panels, 20, 200, None,
-                            None, None, None, out, 1)  # fmt: skip
+        _xnor.LayerCall(AVX2, None, None, None, a.shape, 0, None, None, columns.panels, 20, 200, None,
+                        None, None, out, 1)  # fmt: skip
     with pytest.raises(ValueError, match="need shape"):
         _xnor.nibble_planes(columns.panels, np.empty((2, 4, 16), np.uint64))
     _xnor.bgemm_i32(AVX2, a, columns.operand(AVX2), 20, 200, None, out, 1)
@@ -141,6 +141,7 @@ def test_a_forced_path_runs_only_after_its_self_test(monkeypatch):
     if len(isas) < 3:
         pytest.skip("no path below the best one but generic")
     forced = isas[1]
+    isa_module._code_for.cache_clear()  # an earlier test may have run the forced path already
     monkeypatch.setattr(isa_module, "_self_test", lambda code: code != isa_module.ISAS.index(forced))
     monkeypatch.setenv("XNORNET_ISA", forced)
     with pytest.raises(ValueError, match="failed its self-test"):

@@ -74,8 +74,13 @@ def _code(name: str) -> int:
 
 def isa_code() -> int:
     """The path to run now: the best one, or the lower one ``XNORNET_ISA`` asks for."""
+    return _code_for(os.environ.get(ENV_VAR, "").strip())
+
+
+@functools.cache
+def _code_for(wanted: str) -> int:
+    """isa_code for one value of XNORNET_ISA, checked once (every layer call asks)."""
     best = _verified_best()
-    wanted = os.environ.get(ENV_VAR, "").strip()
     if not wanted:
         return best
     if wanted not in ISAS and wanted not in COMPARISON_ISAS:

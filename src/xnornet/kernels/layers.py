@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -59,11 +59,14 @@ _EMITTED: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary
 @dataclass
 class _Plan:
     """One input shape's call, prepared: the workspace views (valid while the workspace keeps
-    its buffers: `generation`) and every argument of layer_forward that is not the input."""
+    its buffers: `generation`) and every argument of the C call that is not the input, made into
+    a LayerCall per kernel path on its first call."""
 
     m: int
     n: int
     bits: np.ndarray | None  # the packed input, filled by the call (float input), else None
+    input_shape: tuple[int, int]  # (rows, words) of the packed input
+    x_cols: int  # columns of the float input rows, 0 for packed input
     scale: np.ndarray | None
     shift: np.ndarray | None
     geometry: tuple | None
@@ -74,6 +77,7 @@ class _Plan:
     emit: dict
     result: np.ndarray | PackedActivations
     generation: int = 0  # the workspace's, set by _plan once the views are taken
+    calls: dict = field(default_factory=dict)  # kernel path code -> _xnor.LayerCall
 
 
 __all__ = ["BinaryConv2dLayer", "BinaryLinearLayer"]
@@ -126,11 +130,15 @@ class _BinaryLayer:
         """One forward pass: rows (float input, packed by the call into plan.bits) or bits."""
         if row_scale is not None or residual is not None:
             row_scale, residual = self._extras(plan.m, plan.n, row_scale, residual, plan.out)
-        isa, panels = self.columns.path(isa_code(), plan.m)  # AVX2: the nibble planes, mostly
-        k = self.columns.k
-        _xnor.layer_forward(isa, rows, plan.scale, plan.shift, bits, plan.geometry, plan.cols, panels,
-                            plan.n, k, self.alpha, self.bias, row_scale, plan.corr, plan.out, plan.threads,
-                            self.relu, residual, **plan.emit)  # fmt: skip
+        code = isa_code()
+        call = plan.calls.get(code)
+        if call is None:
+            isa, panels = self.columns.path(code, plan.m)  # AVX2: the nibble planes, mostly
+            call = plan.calls[code] = _xnor.LayerCall(
+                isa, plan.scale, plan.shift, plan.bits, plan.input_shape, plan.x_cols, plan.geometry,
+                plan.cols, panels, plan.n, self.columns.k, self.alpha, self.bias, plan.corr, plan.out,
+                plan.threads, self.relu, **plan.emit)  # fmt: skip
+        call(rows, bits, row_scale, residual)
         return plan.result
 
     def _affine(self, reps: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -251,7 +259,9 @@ class BinaryConv2dLayer(_BinaryLayer):
         else:
             result = out.reshape(b, ho, wo, n)
         threads, corr = self._threads(m * n * kh * wt.segment_words), wt.correction(h, w)
-        return _Plan(m, n, bits, scale, shift, geometry, cols, corr, out, threads, emit, result)
+        input_shape, x_cols = (b * h, n_words(w * c)), 0 if packed else w * c
+        return _Plan(m, n, bits, input_shape, x_cols, scale, shift, geometry, cols, corr, out, threads, emit,
+                     result)  # fmt: skip
 
 
 class BinaryLinearLayer(_BinaryLayer):
@@ -306,4 +316,6 @@ class BinaryLinearLayer(_BinaryLayer):
         if emit:
             _EMITTED[id(result)] = result
         threads = self._threads(m * n * self.columns.words)
-        return _Plan(m, n, bits, scale, shift, None, None, None, out, threads, emit, result)
+        input_shape, x_cols = (m, self.columns.words), 0 if packed else self.columns.k
+        return _Plan(m, n, bits, input_shape, x_cols, scale, shift, None, None, None, out, threads, emit,
+                     result)  # fmt: skip
