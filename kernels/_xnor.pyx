@@ -2,7 +2,9 @@
 """Typed entry points into xnor_kernels.h. Callers (xnornet.kernels) validate and allocate;
 these only take the matching typed memoryviews and release the GIL around the C call."""
 
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t, uint8_t
+
+import numpy as np
 
 
 cdef extern from "xnor_kernels.h" nogil:
@@ -15,6 +17,7 @@ cdef extern from "xnor_kernels.h" nogil:
         const float *residual
         const int32_t *corr
         int64_t corr_period
+        const uint8_t *corr_used
         int64_t n
         int64_t k
         int relu
@@ -143,6 +146,7 @@ def bgemm_i32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panel
     e.residual = NULL
     e.corr = &corr[0, 0] if corr is not None else NULL
     e.corr_period = corr.shape[0] if corr is not None else 1
+    e.corr_used = NULL
     e.n = n
     e.k = k
     e.relu = 0
@@ -162,6 +166,7 @@ def bgemm_f32(int isa, const uint64_t[:, ::1] a, const uint64_t[:, :, ::1] panel
     e.residual = &residual[0, 0] if residual is not None and residual.shape[0] else NULL
     e.corr = &corr[0, 0] if corr is not None else NULL
     e.corr_period = corr.shape[0] if corr is not None else 1
+    e.corr_used = NULL
     e.n = n
     e.k = k
     e.relu = relu
@@ -244,6 +249,7 @@ cdef class LayerCall:
         cdef uint64_t[:, ::1] w2
         cdef const uint64_t[:, :, ::1] pn = panels
         cdef const int32_t[:, ::1] cr
+        cdef const uint8_t[::1] u1
         cdef int32_t[:, ::1] out_i32
         cdef float[:, ::1] out_f32
         _check_operand(isa, pn, n, pn.shape[1])
@@ -298,6 +304,12 @@ cdef class LayerCall:
         cr = corr
         self.e.corr = &cr[0, 0] if corr is not None else NULL
         self.e.corr_period = cr.shape[0] if corr is not None else 1
+        self.e.corr_used = NULL
+        if corr is not None:  # the rows with something to subtract (the border pixels)
+            used = np.ascontiguousarray((np.asarray(corr) != 0).any(axis=1), dtype=np.uint8)
+            u1 = used
+            self.e.corr_used = &u1[0]
+            self.keep += (used,)
         self.e.n = n
         self.e.k = k
         self.e.relu = relu

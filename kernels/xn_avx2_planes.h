@@ -128,6 +128,8 @@ XN_TARGET_AVX2 static void xn_block_avx2_planes(const xn_arows *A, int64_t rows,
     const int64_t micro_blocks = (rows + XN_PR - 1) / XN_PR;
     const uint64_t *base[XN_MR_AVX2_PLANES];
     xn_row_bases(A, m0, rows, XN_MR_AVX2_PLANES, base);
+    const int32_t *crow[XN_MR_AVX2_PLANES];
+    xn_corr_rows(e, m0, rows, crow);
     for (int64_t g0 = p0; g0 < p1; g0 += XN_PLANES_GROUP) {
         const int64_t g1 = p1 - g0 < XN_PLANES_GROUP ? p1 : g0 + XN_PLANES_GROUP;
         for (int64_t p = g0; p < g1; ++p)
@@ -146,7 +148,7 @@ XN_TARGET_AVX2 static void xn_block_avx2_planes(const xn_arows *A, int64_t rows,
         for (int64_t p = g0; p < g1; ++p) {
             const int64_t ncols = n - p * XN_NR < XN_NR ? n - p * XN_NR : XN_NR;
             for (int64_t r = 0; r < rows; ++r)
-                xn_store_row_avx2(e, m0 + r, p * XN_NR, ncols, cnt[p - g0] + r * XN_NR);
+                xn_store_row_avx2(e, m0 + r, crow[r], p * XN_NR, ncols, cnt[p - g0] + r * XN_NR);
         }
     }
 }

@@ -69,12 +69,12 @@ XN_DEFINE_SCALAR_MICRO(xn_micro_scalar, XN_TARGET_POPCNT)
 #define XN_STORE6(C0, C1)                                                        \
     do {                                                                         \
         const xn_panel_avx512 pc = xn_panel_consts_avx512(e, n0, ncols);           \
-        xn_store_counts_avx512(e, &pc, m0, n0, C0##0, C1##0);                      \
-        if (rows > 1) xn_store_counts_avx512(e, &pc, m0 + 1, n0, C0##1, C1##1);   \
-        if (rows > 2) xn_store_counts_avx512(e, &pc, m0 + 2, n0, C0##2, C1##2);   \
-        if (rows > 3) xn_store_counts_avx512(e, &pc, m0 + 3, n0, C0##3, C1##3);   \
-        if (rows > 4) xn_store_counts_avx512(e, &pc, m0 + 4, n0, C0##4, C1##4);   \
-        if (rows > 5) xn_store_counts_avx512(e, &pc, m0 + 5, n0, C0##5, C1##5);   \
+        xn_store_counts_avx512(e, &pc, m0, crow[0], n0, C0##0, C1##0);                     \
+        if (rows > 1) xn_store_counts_avx512(e, &pc, m0 + 1, crow[1], n0, C0##1, C1##1);  \
+        if (rows > 2) xn_store_counts_avx512(e, &pc, m0 + 2, crow[2], n0, C0##2, C1##2);  \
+        if (rows > 3) xn_store_counts_avx512(e, &pc, m0 + 3, crow[3], n0, C0##3, C1##3);  \
+        if (rows > 4) xn_store_counts_avx512(e, &pc, m0 + 4, crow[4], n0, C0##4, C1##4);  \
+        if (rows > 5) xn_store_counts_avx512(e, &pc, m0 + 5, crow[5], n0, C0##5, C1##5);  \
     } while (0)
 
 /* The K loop walks the rows' segments (xn_rows.h): one for explicit rows, kh for a conv's
@@ -84,6 +84,8 @@ XN_TARGET_AVX512 static void xn_block_avx512(const xn_arows *A, int64_t rows, in
                                              const xn_epilogue *e, int64_t p0, int64_t p1) {
     const uint64_t *base[6];
     xn_row_bases(A, m0, rows, 6, base);
+    const int32_t *crow[6];
+    xn_corr_rows(e, m0, rows, crow);
     const int64_t *off = A->off;
     const __m512i z = _mm512_setzero_si512();
     for (int64_t p = p0; p < p1; ++p) {
@@ -141,11 +143,13 @@ XN_TARGET_AVX512 static void xn_block_avx512(const xn_arows *A, int64_t rows, in
         uint64_t cnt[6 * XN_NR];                                                                \
         uint64_t gathered[A->nseg > 1 ? MR * XN_MAX_IMPLICIT_WORDS : 1];                        \
         const uint64_t *ablk = xn_gather_rows(A, m0, rows, MR, gathered);                       \
+        const int32_t *crow[MR];                                                                \
+        xn_corr_rows(e, m0, rows, crow);                                                        \
         for (int64_t p = p0; p < p1; ++p) {                                                     \
             const int64_t n0 = p * XN_NR;                                                       \
             const int64_t ncols = n - n0 < XN_NR ? n - n0 : XN_NR;                              \
             MICRO(ablk, words, (int)rows, panels + p * words * XN_NR, words, ncols, cnt);       \
-            for (int64_t r = 0; r < rows; ++r) STORE(e, m0 + r, n0, ncols, cnt + r * XN_NR);    \
+            for (int64_t r = 0; r < rows; ++r) STORE(e, m0 + r, crow[r], n0, ncols, cnt + r * XN_NR); \
         }                                                                                       \
     }
 
