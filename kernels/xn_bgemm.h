@@ -3,7 +3,9 @@
  * memory.
  *
  * Layouts:
- *   A: M rows of `words` uint64 (one row per output pixel / sample).
+ *   A: M rows of `words` uint64 (one row per output pixel / sample): a matrix, or a conv's
+ *      implicit im2col, whose rows are kh windows in a table (xn_rows.h). The AVX-512 block
+ *      reads them in place; the others gather (or stage) a block's rows first.
  *   B: packed into panels of XN_NR columns, panel p holds B[p*NR + j][w] at [p][w][j]
  *      (zero columns pad the last panel), so the microkernels broadcast one A word and
  *      XOR it with NR columns at once, accumulating 64-bit counts per column. The AVX2 path
@@ -77,8 +79,8 @@ XN_DEFINE_SCALAR_MICRO(xn_micro_scalar, XN_TARGET_POPCNT)
         if (rows > 5) xn_store_counts_avx512(e, &pc, m0 + 5, crow[5], n0, C0##5, C1##5);  \
     } while (0)
 
-/* The K loop walks the rows' segments (xn_rows.h): one for explicit rows, kh for a conv's
- * implicit im2col, each seg_words long, the panel read straight through. */
+/* Word w of row r is a_r[off[w]] (xn_rows.h: a conv's implicit im2col) or a_r[w] (a matrix);
+ * the panel is read straight through. */
 XN_TARGET_AVX512 static void xn_block_avx512(const xn_arows *A, int64_t rows, int64_t m0,
                                              const uint64_t *panels, int64_t n, int64_t words,
                                              const xn_epilogue *e, int64_t p0, int64_t p1) {

@@ -19,7 +19,7 @@
 #include <string.h>
 
 /* Rows longer than this (words) keep the explicit im2col: the gathering block kernels stage a few
- * rows on the stack. 1024 words is a 3 x 3 conv over 7281 channels. */
+ * rows on the stack. 1024 words is a 3 x 3 conv over about 7270 channels. */
 #define XN_MAX_IMPLICIT_WORDS 1024
 
 typedef struct {
