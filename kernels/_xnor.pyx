@@ -41,7 +41,6 @@ cdef extern from "xnor_kernels.h" nogil:
         int64_t row_words
         const xn_conv_geom *conv
         uint64_t *cols
-        int implicit
 
     int xn_conv_implicit(int64_t kh, int64_t kw, int64_t c)
     int64_t xn_window_table_words(const xn_conv_geom *g)
@@ -272,7 +271,6 @@ cdef class LayerCall:
         self.io.shift = &f1[0] if shift is not None else NULL
         self.io.conv = NULL
         self.io.cols = NULL
-        self.io.implicit = 0
         self.m = self.io.rows
         if conv is not None:
             self.g.batch, self.g.h, self.g.c, self.g.kh, self.g.kw, self.g.stride, self.g.pad, \
@@ -284,7 +282,6 @@ cdef class LayerCall:
                                  f"{conv_workspace_shape(*conv)} (conv_workspace_shape)")
             self.io.conv = &self.g
             self.io.cols = &w2[0, 0]
-            self.io.implicit = xn_conv_implicit(self.g.kh, self.g.kw, self.g.c)
             self.m = self.g.batch * self.g.ho * self.g.wo
         self.e.out_i32 = NULL
         self.e.out_f32 = NULL

@@ -25,8 +25,7 @@ typedef struct {
     uint64_t *bits; /* (rows, row_words) */
     int64_t row_words;
     const xn_conv_geom *conv; /* NULL for a linear layer: the GEMM reads `bits` itself */
-    uint64_t *cols;           /* a conv's (M, words) im2col workspace, or its window table */
-    int implicit;             /* cols is the implicit im2col's window table (xn_conv_implicit) */
+    uint64_t *cols; /* a conv's window table (xn_conv_implicit), else its (M, words) im2col */
 } xn_layer_io;
 
 /* Whether a conv runs the implicit im2col (xn_rows.h): always but for 1-row kernels, where the
@@ -66,7 +65,7 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
 #endif
     const xn_conv_geom *g = io->conv;
     xn_arows A = xn_explicit_rows(g ? io->cols : io->bits, words);
-    const int64_t table_rows = g && io->implicit ? g->batch * xn_padded_rows(g) : 0;
+    const int64_t table_rows = g && xn_conv_implicit(g->kh, g->kw, g->c) ? g->batch * xn_padded_rows(g) : 0;
     int64_t offsets[XN_MAX_IMPLICIT_WORDS]; /* read by every thread */
     if (table_rows) {
         A.nseg = g->kh, A.seg_words = (g->kw * g->c + 63) / 64, A.seg_stride = g->wo * A.seg_words;
