@@ -23,7 +23,9 @@ import xnornet.kernels as K
 from conftest import compose_config, make_idx_mirror, synthetic_digits
 from xnornet import cli
 from xnornet.builders import build_net, input_shape
+from xnornet.data.npz import write_splits
 from xnornet.errors import ERROR_LOG_ENV, XnornetError
+from xnornet.files import write_metrics
 from xnornet.kernels.ops import bn_sign_pack
 from xnornet.packed import file_format
 from xnornet.packed.engine import PackedEngine
@@ -227,6 +229,95 @@ LOCATION_CASES = [
 @pytest.mark.parametrize("stage,override,match", CONFIG_CASES + LOCATION_CASES)
 def test_bad_config_value_or_location_is_one_line(run_stage, ws, stage, override, match):
     run_stage(stage, override.format(ws=ws), match=match.format(ws=ws))
+
+
+# ---------------------------------------------------------------- output paths: refuse, never replace
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` with its kind, and a file's size and modification time: equal
+    before and after a refused run means nothing was written, replaced or deleted (a folder's own
+    time changes when the writability probe makes and removes its scratch folder there)."""
+    state = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        is_file = p.is_file() and not p.is_symlink()
+        state[str(p.relative_to(root))] = (
+            p.is_dir(),
+            p.is_symlink(),
+            is_file and (st.st_size, st.st_mtime_ns),
+        )
+    return state
+
+
+@pytest.fixture(scope="module")
+def traps(ws: Path) -> Path:
+    """Paths that no output may take: a link loop, and a folder where a metrics file would go."""
+    loop = ws / "traps"
+    loop.mkdir(exist_ok=True)
+    for name in ("loop", "loop.packed"):
+        if not (loop / name).is_symlink():
+            (loop / name).symlink_to(loop / name)
+    return loop
+
+
+# (stage, override, what the line must name); {ws} is the workspace, {t} the traps folder
+OUTPUT_CASES = [
+    # pack's one file output: the data-loss case first (a folder of checkpoints)
+    ("pack", "packed={ws}/models", "packed={ws}/models: expected a path ending in .packed"),
+    ("pack", "packed={ws}/data.packed", "is a directory; expected a .packed file"),
+    ("pack", "packed={ws}/models/bwn.ckpt", "expected a path ending in .packed"),
+    ("pack", "packed={ws}/afile", "expected a path ending in .packed"),
+    ("pack", "packed=''", "packed='': expected a path to a .packed file"),
+    ("pack", "packed={t}/loop.packed", "does not resolve (a loop or a dangling link)"),
+    ("pack", "packed={t}/loop/x.packed", "does not resolve (a loop or a dangling link)"),
+]
+for stage, keys in {
+    "train": ("paths.models_dir", "paths.metrics_dir", "paths.plots_dir"),
+    "pack": ("paths.models_dir",),
+    "evaluate": ("paths.metrics_dir", "paths.models_dir"),
+    "bench": ("paths.metrics_dir", "paths.plots_dir"),
+    "bench_network": ("paths.metrics_dir", "paths.plots_dir"),
+    "report": ("paths.metrics_dir", "paths.plots_dir"),
+    "machine": ("paths.metrics_dir",),
+    "fetch": ("paths.data_dir",),
+}.items():
+    for key in keys:
+        OUTPUT_CASES += [
+            (stage, f"{key}=''", f"{key}='': expected a directory path"),
+            (stage, f"{key}={{t}}/loop", "does not resolve (a loop or a dangling link)"),
+            (stage, f"{key}={{ws}}/models/xnor.packed", "is a file; expected a directory"),
+            (stage, f"{key}=/proc/xnornet/{key}", "cannot write"),
+        ]
+
+
+@pytest.mark.parametrize("stage,override,match", OUTPUT_CASES)
+def test_output_path_is_refused_and_nothing_changes(run_stage, ws, traps, stage, override, match):
+    (ws / "data.packed").mkdir(exist_ok=True)  # a folder named like a packed file
+    before = tree_state(ws)
+    run_stage(stage, override.format(ws=ws, t=traps), match=match.format(ws=ws, t=traps))
+    assert tree_state(ws) == before
+
+
+def test_a_file_never_replaces_a_folder(tmp_path):
+    """The last line of defence, for any output whatever its stage checked first."""
+    (tmp_path / "m.json").mkdir()
+    (tmp_path / "m.json" / "keep.ckpt").write_text("checkpoint")
+    with pytest.raises(XnornetError, match=r"m.json: is a directory; expected a file this stage writes"):
+        write_metrics(tmp_path / "m.json", {"a": 1})
+    assert (tmp_path / "m.json" / "keep.ckpt").read_text() == "checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]  # no temporary folder left
+
+
+def test_a_folder_replaces_only_its_own_earlier_output(tmp_path):
+    images, labels = synthetic_digits(10)
+    splits = {"train": (images, labels), "test": (images, labels)}
+    write_splits(splits, tmp_path / "d")
+    write_splits(splits, tmp_path / "d")  # its own output: replaced
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    with pytest.raises(XnornetError, match=r"holding files this stage does not write \(notes.txt\)"):
+        write_splits(splits, tmp_path / "d")
+    assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
 
 
 # ---------------------------------------------------------------- data files

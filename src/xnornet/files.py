@@ -60,9 +60,11 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> Path:
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; it replaces ``path`` only if the block succeeds.
 
-    Works for files and directories alike, so a failed stage leaves the old output (or none). The
-    temporary folder's name holds the writer's process id: a process killed outright (SIGKILL, power
-    loss) cannot clean up, so the next write of the same path removes what dead writers left.
+    Works for files and directories alike, so a failed stage leaves the old output (or none). What
+    is there already is replaced only when it is the same kind of output (``refuse_foreign``): a
+    stage never deletes what it did not write. The temporary folder's name holds the writer's
+    process id: a process killed outright (SIGKILL, power loss) cannot clean up, so the next write
+    of the same path removes what dead writers left.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,11 +74,40 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise XnornetError(f"internal error: nothing was written for {path}")
+        refuse_foreign(path, tmp)
         if path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def refuse_foreign(path: Path, new: Path) -> None:
+    """Raise unless ``path`` may be replaced by ``new``: it is absent, or a file replaced by a file,
+    or a folder replaced by a folder that rewrites every entry it holds (the stage's own earlier
+    output). A packed file's path that names a folder of checkpoints must never delete them."""
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() and not path.exists():
+        problem = "is a symbolic link that does not resolve (a loop or a dangling link)"
+    elif new.is_dir():
+        if path.is_symlink() or not path.is_dir():
+            problem = "is a symbolic link" if path.is_symlink() else "is a file"
+        else:
+            foreign = sorted(set(os.listdir(path)) - set(os.listdir(new)))
+            if not foreign:
+                return
+            shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+            problem = f"is a folder holding files this stage does not write ({shown})"
+    elif path.is_file():
+        return
+    else:
+        problem = "is a directory" if path.is_dir() else "is not a regular file"
+    kind = "folder" if new.is_dir() else "file"
+    raise XnornetError(
+        f"{path}: {problem}; expected a {kind} this stage writes (nothing was replaced: "
+        "move it away or choose another path)"
+    )
 
 
 def remove_dead_writers_litter(path: Path) -> list[Path]:

@@ -85,8 +85,15 @@ def check_output_dir(key: str, path: Path, probe: bool, shown: object = None) ->
     removed in it (or in its nearest existing parent) to prove it is writable: permission bits
     say nothing for root or a read-only mount."""
     name = f"{key}={path if shown is None else shown}"
+    if not str(shown if shown is not None else path).strip():
+        raise XnornetError(f"{key}='': expected a directory path, got an empty value")
     existing = path
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # exists() is False for a loop or a dangling link
+            raise XnornetError(
+                f"{name}: {existing} is a symbolic link that does not resolve (a loop or a dangling "
+                "link); expected a directory"
+            )
         existing = existing.parent
     if not existing.is_dir():
         where = "is a file" if existing == path else f"cannot be created: {existing} is a file"
@@ -98,6 +105,30 @@ def check_output_dir(key: str, path: Path, probe: bool, shown: object = None) ->
             raise XnornetError(
                 f"{name}: cannot write in {existing} ({e.strerror}); expected a writable directory"
             ) from e
+
+
+def check_output_file(key: str, value: object, suffix: str) -> Path:
+    """The file a stage will write at config ``key``: a non-empty path ending in ``suffix``, where
+    nothing but a file stands (a folder, a link loop or another stage's file is refused, never
+    replaced), in a writable directory. Returns it as a Path."""
+    if not isinstance(value, str) or not value.strip():
+        raise XnornetError(f"{key}={value!r}: expected a path to a {suffix} file")
+    path = Path(value)
+    if path.suffix != suffix:
+        raise XnornetError(
+            f"{key}={value}: expected a path ending in {suffix} (this stage writes only {suffix} files, "
+            "so it never replaces another stage's file)"
+        )
+    if path.is_symlink() and not path.exists():
+        raise XnornetError(
+            f"{key}={value}: is a symbolic link that does not resolve (a loop or a dangling link); "
+            f"expected a {suffix} file"
+        )
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise XnornetError(f"{key}={value}: is {kind}; expected a {suffix} file (nothing was replaced)")
+    check_output_dir(key, path.parent, probe=True, shown=value)
+    return path
 
 
 def check_tracking_uri(uri: object, key: str = "logger.tracking_uri") -> None:

@@ -19,7 +19,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from xnornet import quiet
-from xnornet.errors import full_errors, report_failure  # not "report": a stage module of that name
+from xnornet.errors import (
+    XnornetError,
+    full_errors,
+    report_failure,
+)  # not "report": a stage module of that name
 from xnornet.preflight import (
     check_output_dir,
     check_override_types,
@@ -147,9 +151,10 @@ def preflight(cfg: DictConfig, reads: tuple[str, ...], writes: tuple[str, ...]) 
                 check_override_types(cfg, base, keys)
     for key in dict.fromkeys([*(k for k in reads if k.startswith("paths.")), *writes]):
         value = OmegaConf.select(cfg, key)
-        if isinstance(value, str) and value:
-            path = Path(value)  # one not there yet is an output to be: prove it can be made
-            check_output_dir(key, path, probe=key in writes or not path.exists())
+        if not isinstance(value, str) or not value.strip():  # "" would write into the working directory
+            raise XnornetError(f"{key}={value!r}: expected a directory path")
+        path = Path(value)  # one not there yet is an output to be: prove it can be made
+        check_output_dir(key, path, probe=key in writes or not path.exists())
     if "logger" in reads:
         check_tracking_uri(OmegaConf.select(cfg, "logger.tracking_uri"))
 

@@ -11,7 +11,7 @@ from xnornet.errors import XnornetError
 from xnornet.packed.file_format import load_packed, save_packed
 from xnornet.packed.inference_form import pack_network
 from xnornet.packed.memory import float_state_bytes
-from xnornet.preflight import check_finite_state, check_output_dir
+from xnornet.preflight import check_finite_state, check_output_file
 from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
@@ -21,8 +21,7 @@ def main(cfg: DictConfig) -> None:
     variant = cfg.model.name
     if not cfg.model.binarization.weights:
         raise XnornetError(f"model={variant} has no binary weights to pack (use bwn or xnor)")
-    out = Path(cfg.packed)
-    check_output_dir("packed", out.parent, probe=True, shown=out)
+    out = check_output_file("packed", cfg.packed, ".packed")
     ckpt = Path(cfg.paths.models_dir) / f"{variant}.ckpt"
     net = load_trained_net(cfg, ckpt)
     check_finite_state(net.state_dict(), ckpt)
