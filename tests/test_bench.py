@@ -68,7 +68,7 @@ def test_a_former_kernel_is_timed_beside_its_successor():
     """bench.former: the lookup AVX2 GEMM timed in the same rounds as the nibble planes, and the
     summary's ratio is the two GEMM times of those rows."""
     config = {**OmegaConf.to_container(compose_config([]).bench), "threads": [1], "warmup": 0, "repeats": 2,
-              "peak_iters": 100_000, "isas": ["avx2"], "former": ["avx2-lookup"],
+              "peak_iters": 100_000, "isas": ["avx2"], "former": ["avx2-lookup"], "peers": [],
               "shapes": [{"name": "t", "kind": "conv", "batch": 2, "c_in": 64, "c_out": 32, "k": 3,
                           "h": 6, "w": 6, "stride": 1, "padding": 1}]}  # fmt: skip
     rows, summary = run_bench(config)
@@ -90,6 +90,7 @@ def test_a_former_kernel_is_timed_beside_its_successor():
         ({"shapes": [{"name": "x", "kind": "deconv", "batch": 1, "c_in": 1, "c_out": 1}]}, "conv or linear"),
         ({"shapes": [{"name": "x", "kind": "conv", "batch": 0, "c_in": 1, "c_out": 1}]}, "positive"),
         ({"threads": [0]}, "positive integers"),
+        ({"peers": ["openvino_fp64"]}, "bench.peers: .*unknown"),
     ],
 )
 def test_bad_bench_config_is_one_named_error(override, match):
@@ -126,6 +127,8 @@ def test_the_bench_runs_on_a_bare_host_without_hydra_mlflow_or_dvc(tmp_path):
     summary = json.loads((tmp_path / "out" / "bench.json").read_text())
     row = summary["shapes"]["tiny"]
     assert row["threads"] == 1 and row["speedup_cold"] > 0 and row["speedup_vs_conv"] > 0
+    # the peers ran in their own processes, and the protocol that says so is in the JSON
+    assert summary["protocol"] and row["speedup_vs_torch_int8"] > 0
     cores = summary["machine"]["cores"]
     thread_counts = {r["threads"] for r in csv.DictReader(open(tmp_path / "out" / "bench.csv"))}
     assert thread_counts == {str(t) for t in (1, 2, 4, 8, 16, cores) if t <= cores}

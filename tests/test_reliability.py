@@ -224,8 +224,9 @@ STAGES = {
     "evaluate": (evaluate_stage, ["evaluate.warmup=1", "evaluate.repeats=1", "evaluate.nin.enabled=false"],
                  ["metrics/packed_bwn.json", "reports/memory_bwn.csv", "reports/memory_bwn.md"]),
     "bench": (bench_stage, ["bench.warmup=1", "bench.repeats=2", "bench.peak_iters=100000",
-                            "bench.threads=[1]", f"bench.shapes=[{TINY_CONV}]"],
-              ["metrics/bench.json", "plots/bench.csv", "plots/bench.png", "plots/bench_threads.png"]),
+                            "bench.threads=[1]", f"bench.shapes=[{TINY_CONV}]", "bench.peers=[]"],
+              ["metrics/bench.json", "plots/bench.csv", "plots/bench.png", "plots/bench_threads.png",
+               "plots/bench_peers.png"]),
 }  # fmt: skip
 
 

@@ -47,12 +47,18 @@ def calibrate_batchnorm(net: torch.nn.Module, input_shape: tuple[int, ...], batc
                         seed: int) -> torch.nn.Module:  # fmt: skip
     """Give a randomly initialised network the BatchNorm statistics of real use: a few forward passes
     in train mode on random inputs (with BN's default statistics every sign would sit at 0)."""
-    gen = torch.Generator().manual_seed(seed)
     net.train()
     with torch.no_grad():
-        for _ in range(batches):
-            net(torch.randn(batch_size, *input_shape, generator=gen))
+        for batch in calibration_inputs(input_shape, batches, batch_size, seed):
+            net(torch.from_numpy(batch))
     return net.eval()
+
+
+def calibration_inputs(input_shape: tuple[int, ...], batches: int, batch_size: int, seed: int) -> np.ndarray:
+    """The calibration batches (batches, batch_size, *input_shape): standard normal from ``seed``;
+    also what the OpenVINO int8 peer is calibrated on."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randn(batch_size, *input_shape, generator=gen) for _ in range(batches)]).numpy()
 
 
 def counted_speedup(net: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:

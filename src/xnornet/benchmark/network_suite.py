@@ -16,11 +16,18 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from xnornet.benchmark.layer import resolve_isas
-from xnornet.benchmark.network import calibrate_batchnorm, counted_speedup, first_layer_share
+from xnornet.benchmark.network import (
+    calibrate_batchnorm,
+    calibration_inputs,
+    counted_speedup,
+    first_layer_share,
+)
+from xnornet.benchmark.peer_networks import save_network_job
+from xnornet.benchmark.peers import NETWORK_PEERS, PROTOCOL, requested, run_peers, with_peers
 from xnornet.benchmark.timing import time_interleaved, with_isa, with_threads
 from xnornet.errors import XnornetError
 from xnornet.kernels import available_isas
-from xnornet.machine import machine_info, resolve_thread_counts
+from xnornet.machine import machine_info, package_version, resolve_thread_counts
 from xnornet.nn.binarization import Binarization
 from xnornet.packed.agreement import agreement, batched, torch_logits
 from xnornet.packed.engine import PackedEngine
@@ -113,36 +120,85 @@ def run_bench_network(b: DictConfig) -> tuple[list[dict], dict]:
         batches = sorted({int(n) for n in b.batches})
         if batches[0] < 1 or b.agreement_inputs < 1:
             raise ValueError("batches and agreement_inputs must be positive")
+        peers = requested(b.get("peers", "all"), NETWORK_PEERS, "bench_network")
     except (TypeError, ValueError) as e:
         raise XnornetError(f"bench_network config: {e}") from e
-    shape = tuple(b.input_shape)
     rng = np.random.default_rng(b.seed)
-    x = rng.standard_normal((max(b.agreement_inputs, *batches), *shape), dtype=np.float32)
+    x = rng.standard_normal((max(b.agreement_inputs, *batches), *b.input_shape), dtype=np.float32)
     rows, networks = [], {}
     saved = torch.get_num_threads()
     steps = len(b.networks) * len(batches) * len(thread_counts)
-    with tqdm(total=steps, desc="bench_network", unit="config") as bar:
-        for name, net_cfg in b.networks.items():
-            torch.manual_seed(b.seed)
-            xnor = calibrate_batchnorm(build(net_cfg, XNOR), shape, b.calibration.batches,
-                                       b.calibration.batch_size, b.seed)  # fmt: skip
-            fp_net = calibrate_batchnorm(build(net_cfg, FLOAT), shape, 1, b.calibration.batch_size, b.seed)
-            model = pack_network(xnor, shape, variant="xnor", network=net_cfg._target_)
-            torch.set_num_threads(thread_counts[-1])
-            summary = {**size_and_agreement(xnor, model, x[: b.agreement_inputs], thread_counts[-1]),
-                       **counted_speedup(xnor, shape), "by_path": {}}  # fmt: skip
-            for batch in batches:
-                for t in thread_counts:
-                    bar.set_postfix_str(f"{name} batch {batch}, {t} thr")
-                    for row in time_network(model, fp_net, x[:batch], isas, t, b.warmup, b.repeats):
-                        rows.append({"network": name, **row})
-                        key = f"{row['isa']}_b{batch}_t{t}"
-                        summary["by_path"][key] = {k: v for k, v in row.items() if v is not None}
-                    bar.update()
-            networks[name] = summary
-            del xnor, fp_net, model
-    torch.set_num_threads(saved)
-    return rows, {"machine": {**machine_info(), "best_isa": isas[0]}, "networks": networks}
+    with tempfile.TemporaryDirectory(prefix="xnornet-bench-network-") as tmp:
+        peer_jobs = []
+        with tqdm(total=steps, desc="bench_network", unit="config") as bar:
+            for name, net_cfg in b.networks.items():
+                folder = Path(tmp) / name if peers else None  # what the peers' worker will need
+                found, networks[name] = bench_one(
+                    name, net_cfg, b, x, isas, thread_counts, batches, bar, folder
+                )
+                rows += found
+                peer_jobs += [{"name": name, "dir": str(folder)}] if folder else []
+        torch.set_num_threads(saved)
+        # the peers after ours, in a process of their own (benchmark.peers)
+        job = {"task": "network", "networks": peer_jobs, "batches": batches, "threads": thread_counts,
+               "warmup": int(b.warmup), "repeats": int(b.repeats)}  # fmt: skip
+        peer_rows, peer_status = run_peers(job, peers, "bench_network") if peers else ([], {})
+    rows = merge_peers(rows, networks, peer_rows, (batches[-1], thread_counts[0]))
+    machine = {**machine_info(), "best_isa": isas[0], "openvino": package_version("openvino"),
+               "nncf": package_version("nncf")}  # fmt: skip
+    summary = {"machine": machine, "protocol": PROTOCOL, "peers": {"status": peer_status}}
+    return rows, {**summary, "networks": networks}
+
+
+def bench_one(name: str, net_cfg: DictConfig, b: DictConfig, x: np.ndarray, isas: list[str],
+              thread_counts: list[int], batches: list[int], bar: tqdm,
+              folder: Path | None) -> tuple[list, dict]:  # fmt: skip
+    """One network: built, calibrated and packed; its size and agreement, and its timing rows; with
+    ``folder``, also what the peers' worker needs (peer_networks.save_network_job)."""
+    shape = tuple(b.input_shape)
+    torch.manual_seed(b.seed)
+    xnor = calibrate_batchnorm(build(net_cfg, XNOR), shape, b.calibration.batches,
+                               b.calibration.batch_size, b.seed)  # fmt: skip
+    fp_net = calibrate_batchnorm(build(net_cfg, FLOAT), shape, 1, b.calibration.batch_size, b.seed)
+    model = pack_network(xnor, shape, variant="xnor", network=net_cfg._target_)
+    torch.set_num_threads(thread_counts[-1])
+    summary = {**size_and_agreement(xnor, model, x[: b.agreement_inputs], thread_counts[-1]),
+               **counted_speedup(xnor, shape), "by_path": {}}  # fmt: skip
+    rows = []
+    for batch in batches:
+        for t in thread_counts:
+            bar.set_postfix_str(f"{name} batch {batch}, {t} thr")
+            timed = time_network(model, fp_net, x[:batch], isas, t, b.warmup, b.repeats)
+            rows += [{"network": name, **row} for row in timed]
+            bar.update()
+    if folder is not None:  # the int8 peer calibrates on the batches BatchNorm saw
+        folder.mkdir()
+        calibration = calibration_inputs(shape, b.calibration.batches, b.calibration.batch_size, b.seed)
+        save_network_job(folder, fp_net, model, calibration, x[: batches[-1]], thread_counts[-1])
+    return rows, summary
+
+
+def merge_peers(rows: list[dict], networks: dict, peer_rows: list[dict],
+                headline: tuple[int, int]) -> list[dict]:  # fmt: skip
+    """Each row with the peers' ms per image and ours-vs-peer ratios at its network, batch and thread
+    count; the rows also filed under their network's ``by_path``, and each peer's check (at the
+    ``headline`` batch and thread count) under its ``peer_checks``."""
+    peer_ms: dict[tuple, dict[str, float]] = {}
+    for p in peer_rows:
+        peer_ms.setdefault((p["network"], p["batch"], p["threads"]), {})[p["runtime"]] = p["ms_per_image"]
+        if (p["batch"], p["threads"]) == headline:
+            check = {k: v for k, v in p.items() if k not in ("network", "runtime", "batch", "threads")}
+            networks[p["network"]].setdefault("peer_checks", {})[p["runtime"]] = {
+                k: v for k, v in check.items() if "ms" not in k
+            }
+    merged = []
+    for r in rows:
+        row = with_peers(r, peer_ms.get((r["network"], r["batch"], r["threads"]), {}), "engine_ms_per_image")
+        networks[r["network"]]["by_path"][f"{r['isa']}_b{r['batch']}_t{r['threads']}"] = {
+            k: v for k, v in row.items() if v is not None and k != "network"
+        }
+        merged.append(row)
+    return merged
 
 
 def mlflow_metrics(summary: dict) -> dict[str, float]:

@@ -3,16 +3,18 @@ per-core popcount limit measured beside them."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from tqdm import tqdm
 
 from xnornet.benchmark.layer import bench_shape, resolve_isas, with_limits
+from xnornet.benchmark.peers import LAYER_PEERS, PROTOCOL, peer_columns, requested, run_peers, with_peers
 from xnornet.benchmark.shapes import LayerShape
 from xnornet.errors import XnornetError
 from xnornet.kernels import available_isas, popcount_peak
 from xnornet.kernels.isa import COMPARISON_ISAS, ENV_VAR, comparison_isas
-from xnornet.machine import machine_info, resolve_thread_counts, usable_cores
+from xnornet.machine import machine_info, package_version, resolve_thread_counts, usable_cores
 
 
 def measure_limits(isas: list[str], iters: int) -> dict[str, float]:
@@ -34,6 +36,7 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
         # a list written for a big host ([1, 2, 4, …, 16]) measures what this one has
         thread_counts = [t for t in resolve_thread_counts(b["threads"]) if t <= usable_cores()]
         warmup, repeats, peak_iters, seed = (int(b[k]) for k in ("warmup", "repeats", "peak_iters", "seed"))
+        peers = requested(b.get("peers", "all"), LAYER_PEERS, "bench")
     except (TypeError, ValueError, KeyError) as e:
         raise XnornetError(f"bench config: {e!s}") from e
     # The limit is re-measured before every shape and the best kept: one early measurement can
@@ -48,10 +51,20 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
                 limits[isa] = max(limits[isa], value)
             paths = isas + list(former)
             timed.append((shape, bench_shape(shape, paths, thread_counts, warmup, repeats, seed, bar.update)))
-    rows = [with_limits(r, limits) for _, shape_rows in timed for r in shape_rows]
+    # the peers after ours, each library in a process of its own (benchmark.peers)
+    job = {"task": "layer", "shapes": [dataclasses.asdict(s) for s in shapes], "threads": thread_counts,
+           "repeats": repeats, "seed": seed}  # fmt: skip
+    peer_rows, peer_status = run_peers(job, peers, "bench") if peers else ([], {})
+    peer_ms: dict[tuple[str, int], dict[str, float]] = {}
+    for p in peer_rows:
+        peer_ms.setdefault((p["shape"], p["threads"]), {})[p["runtime"]] = p["ms"]
+    rows = [with_peers(with_limits(r, limits), peer_ms.get((r["shape"], r["threads"]), {}), "binary_layer_ms")
+            for _, shape_rows in timed for r in shape_rows]  # fmt: skip
     summary = {
-        "machine": {**machine_info(), "best_isa": isas[0]},
+        "machine": {**machine_info(), "best_isa": isas[0], "openvino": package_version("openvino")},
         "popcount_limit_gops_per_core": {isa: round(v / 1e9, 1) for isa, v in limits.items()},
+        "protocol": PROTOCOL,
+        "peers": {"status": peer_status, "checks": peer_checks(peer_rows, thread_counts[0])},
         "shapes": {},
     }
     for shape in shapes:
@@ -64,7 +77,7 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
                                   "layer_pct_of_limit", "layer_over_parts", "thread_speedup",
                                   "torch_thread_speedup", "binary_layer_cold_ms", "torch_conv_cold_ms",
                                   "speedup_cold")
-            } for r in mine},
+            } | peer_columns(r) for r in mine},
         }  # fmt: skip
     summary["former_kernels"] = {
         old: {
@@ -78,6 +91,17 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
         for old, new in former.items()
     }  # fmt: skip
     return rows, summary
+
+
+def peer_checks(peer_rows: list[dict], threads: int) -> dict[str, dict[str, dict]]:
+    """How each peer passed its check, per shape (at the first thread count): the check, its error,
+    the layout kept and the precision the compiled layer ran in."""
+    checks: dict[str, dict[str, dict]] = {}
+    for p in peer_rows:
+        if p["threads"] == threads:
+            kept = {k: v for k, v in p.items() if k not in ("shape", "runtime", "threads") and "ms" not in k}
+            checks.setdefault(p["shape"], {})[p["runtime"]] = kept
+    return checks
 
 
 def former_kernels(wanted: list[str], isas: list[str]) -> dict[str, str]:
@@ -105,6 +129,19 @@ def print_table(rows: list[dict], limits: dict) -> None:
               f"{r['layer_pct_of_limit']:>8.1f}%{r['pct_of_limit']:>7.1f}%{r['layer_over_parts']:>8.2f}"
               f"{r['thread_speedup']:>7.2f}"
               f"{r['torch_thread_speedup']:>12.2f}")  # fmt: skip
+    print_peer_table(rows)
+
+
+def print_peer_table(rows: list[dict]) -> None:
+    """Ours against each peer that was timed, per shape and thread count (the best ISA path)."""
+    peers = [p for p in LAYER_PEERS if f"{p}_ms" in rows[0]]
+    if not peers:
+        return
+    best = rows[0]["isa"]
+    print(f"{'shape':<24}{'thr':>4}{'xnornet ms':>11}" + "".join(f"{p + ' ms (ours ×)':>30}" for p in peers))
+    for r in (r for r in rows if r["isa"] == best):
+        cells = "".join(f"{r[f'{p}_ms']:>22.3f} ({r[f'speedup_vs_{p}']:>5.2f})" for p in peers)
+        print(f"{r['shape']:<24}{r['threads']:>4}{r['binary_layer_ms']:>11.3f}{cells}")
 
 
 def mlflow_metrics(rows: list[dict], summary: dict) -> dict[str, float]:
@@ -121,6 +158,8 @@ def mlflow_metrics(rows: list[dict], summary: dict) -> dict[str, float]:
         "layer_over_parts",
     )
     flat = {f"{r['shape']}/{r['isa']}/t{r['threads']}/{k}": r[k] for r in rows for k in keys}
+    flat.update({f"{r['shape']}/{r['isa']}/t{r['threads']}/{k}": v for r in rows
+                 for k, v in peer_columns(r).items()})  # fmt: skip
     flat.update({f"limit_gops/{k}": v for k, v in summary["popcount_limit_gops_per_core"].items()})
     for old, f in summary.get("former_kernels", {}).items():
         flat.update({f"{shape}/{f['replaced_by']}_vs_{old}/gemm_speedup": r

@@ -97,3 +97,31 @@ def thread_scaling_chart(rows: list[dict], path: Path, title: str) -> None:
     left.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     save_png(fig, path)
+
+
+def peer_speedup_chart(rows: list[dict], path: Path, title: str, label: Callable[[dict], str],
+                       ratios: dict[str, str]) -> None:  # fmt: skip
+    """Ours against every peer at once: a panel per thread count, a group per ``label(row)`` and a
+    bar per peer (``ratios``: legend name → the row's ours-vs-peer key), best ISA path only, on a
+    log scale so that 1.2× over int8 and 20× over float32 both read; above 1, ours is faster."""
+    best = rows[0]["isa"]
+    mine = [r for r in rows if r["isa"] == best]
+    ratios = {name: key for name, key in ratios.items() if key in mine[0]}
+    counts = sorted({r["threads"] for r in mine})
+    labels = list(dict.fromkeys(label(r) for r in mine))
+    width = 0.8 / len(ratios)
+    fig, axes = plt.subplots(len(counts), 1, figsize=(max(8, 1.2 * len(labels)) + 2, 3.4 * len(counts)),
+                             squeeze=False)  # fmt: skip
+    for ax, threads in zip(axes[:, 0], counts, strict=True):
+        for i, (name, key) in enumerate(ratios.items()):
+            values = {label(r): r[key] for r in mine if r["threads"] == threads}
+            xs = [j + (i - (len(ratios) - 1) / 2) * width for j in range(len(labels))]
+            ax.bar(xs, [values.get(x, float("nan")) for x in labels], width, label=name)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log", base=2)
+        ax.set_xticks(range(len(labels)), labels if threads == counts[-1] else [], rotation=25, ha="right")
+        ax.set_ylabel(f"ours faster (×), {threads} thr")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_title(f"{title} ({best}; peer time / xnornet time)", fontsize=10)
+    axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save_png(fig, path)
