@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,27 @@ def no_inherited_tracking_uri(monkeypatch):
     this process, and conf/logger reads that variable first: without this, a subprocess a later
     test starts (dvc repro, a sweep) would log to an earlier test's store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+BROWSER_HOW = "the browser tests need Debian's chromium: run `apt-get install -y chromium` as root"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed on first use where apt-get can, so that the README's one test
+    command passes on a fresh machine that has only Python, gcc and pip; elsewhere one line says how."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.fail(BROWSER_HOW, pytrace=False)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
+            pytest.fail(f"{' '.join(cmd)} failed ({': '.join(last)}); {BROWSER_HOW}", pytrace=False)
+    return shutil.which("chromium") or pytest.fail(BROWSER_HOW, pytrace=False)
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

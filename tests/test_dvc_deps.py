@@ -4,7 +4,8 @@ Each stage's real inputs are computed here, independently of dvc.yaml:
 - the import closure of ``xnornet <stage>`` inside src/xnornet (every module it can execute);
 - the kernel's C and Cython sources, when that closure reaches the compiled kernel;
 - the conf files behind every config key the stage reads (``stage_main(...)`` enforces the list),
-  following interpolations, with the files of the chosen defaults and global-package overrides;
+  following interpolations, with the files of the chosen defaults and global-package overrides:
+  as params, or as plain dependencies for the wiring files whose values are interpolations;
 - metrics/machine.json, when the stage times anything (it imports benchmark.timing).
 """
 
@@ -213,6 +214,8 @@ def missing_inputs(name: str, stage: dict) -> list[str]:
     missing = sorted(path for path in want if not any(path == d or path.startswith(d + "/") for d in deps))
     declared = declared_params(stage)
     for path, keys in required_params(reads, overrides).items():
+        if path in deps:  # a wiring conf file (interpolations), tracked whole as a dependency
+            continue
         for key in keys:
             if not covered(declared, path, key):
                 missing.append(f"{path}:{key or '(whole file)'}")

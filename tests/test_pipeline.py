@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def assert_mlflow_ui_lists(repo: Path, run_names: set[str]) -> None:
+def assert_mlflow_ui_lists(repo: Path, run_names: set[str], chromium: str) -> None:
     """Start the real `mlflow ui` on the pipeline's store and find every run through its REST API."""
     port = free_port()
     server = subprocess.Popen(
@@ -60,7 +59,7 @@ def assert_mlflow_ui_lists(repo: Path, run_names: set[str]) -> None:
         assert run_names <= names
         with urllib.request.urlopen(base + "/") as r:
             assert r.status == 200 and b"MLflow" in r.read()
-        assert_the_browser_shows(base, exp_id, runs, repo)
+        assert_the_browser_shows(base, exp_id, runs, repo, chromium)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -71,24 +70,24 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--virtual-time-budget=30000", "--window-size=1500,5000"]  # fmt: skip
 
 
-def rendered_dom(url: str, profile: Path) -> str:
+def rendered_dom(url: str, profile: Path, chromium: str) -> str:
     """The page as Debian's Chromium renders it, scripts run (the MLflow UI is a single-page app)."""
-    chromium = shutil.which("chromium")
-    assert chromium, "the browser test needs Debian's chromium: apt-get install chromium (.ci/run does)"
     out = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     return out.stdout
 
 
-def assert_the_browser_shows(base: str, exp_id: str, runs: list[dict], repo: Path) -> None:
+def assert_the_browser_shows(base: str, exp_id: str, runs: list[dict], repo: Path, chromium: str) -> None:
     """The runs table lists the pipeline's runs, and a training run's page shows its test accuracy."""
     runs_url = f"{base}/#/experiments/{exp_id}/runs"
-    table = rendered_dom(f"{runs_url}?workflowType=machine_learning", repo / ".chr1")
+    table = rendered_dom(f"{runs_url}?workflowType=machine_learning", repo / ".chr1", chromium)
     assert "matching runs" in table
     for name in ("train-xnor", "evaluate-xnor", "bench_network", "report"):
         assert f">{name}<" in table, name
     train = next(r for r in runs if r["info"]["run_name"] == "train-xnor")
-    page = rendered_dom(f"{runs_url}/{train['info']['run_id']}?workflowType=machine_learning", repo / ".chr2")
+    page = rendered_dom(
+        f"{runs_url}/{train['info']['run_id']}?workflowType=machine_learning", repo / ".chr2", chromium
+    )
     shown = [float(v) for v in re.findall(r">(\d+\.\d+)<", page)]
     acc = json.loads((repo / "metrics" / "train_xnor.json").read_text())["test_acc"]
     assert "test_acc" in page and any(abs(v - acc) < 1e-6 for v in shown), (acc, shown)
@@ -96,7 +95,7 @@ def assert_the_browser_shows(base: str, exp_id: str, runs: list[dict], repo: Pat
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
+def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path, chromium):
     repo = tmp_path / "repo"
     mirror_dir = tmp_path / "mirror"
     mirror_dir.mkdir()
@@ -141,6 +140,11 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
     assert set(network) == {"resnet18"} and network["resnet18"]["agreement"] == 1.0
     assert network["resnet18"]["compression"] > 10 and network["resnet18"]["binary_weight_compression"] > 31.9
     assert "resnet18" in results
+    headline = json.loads((repo / "metrics" / "headline.json").read_text())  # the DVC metrics
+    train_xnor = json.loads((repo / "metrics" / "train_xnor.json").read_text())
+    assert headline["xnor"]["acc"] == train_xnor["test_acc"]
+    assert headline["resnet18"]["smaller"] == network["resnet18"]["compression"]
+    assert sum(len(group) for group in headline.values()) <= 25
 
     expected = {"fetch", "bench", "bench_network", "report", *(f"train-{v}" for v in VARIANTS)}
     expected |= {f"{stage}-{v}" for stage in ("pack", "evaluate") for v in ("bwn", "xnor")}
@@ -150,7 +154,7 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
             json.loads((repo / "metrics" / f"train_{v}.json").read_text())["test_acc"]
         )
 
-    assert_mlflow_ui_lists(repo, expected)
+    assert_mlflow_ui_lists(repo, expected, chromium)
 
     machine = json.loads((repo / "metrics" / "machine.json").read_text())
     assert machine["kernel_isa"] == bench["machine"]["best_isa"] and machine["cores"] >= 1
@@ -164,7 +168,7 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path):
     third = dvc(repo, "repro", env={"XNORNET_ISA": "scalar"})
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     speed = {"evaluate@bwn", "evaluate@xnor", "bench", "bench_network"}
-    assert set(ran_stages(third.stdout)) == {"machine", *speed, "report"}
+    assert set(ran_stages(third.stdout)) == {"machine", *speed, "report", "headline"}
     assert json.loads((repo / "metrics" / "machine.json").read_text())["kernel_isa"] == "scalar"
 
 

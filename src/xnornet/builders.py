@@ -34,8 +34,9 @@ def _build(node: DictConfig, group: str, **kwargs) -> object:
 
 
 def build_net(cfg: DictConfig) -> torch.nn.Module:
-    """The architecture of conf/net with the binarization of conf/model."""
-    binarization = _build(cfg.model.binarization, "model")
+    """The architecture of conf/net with the binarization of conf/model. ``model.bn`` is passed
+    here, not wired by an interpolation in conf/model, which DVC reads as params (and resolves)."""
+    binarization = _build(cfg.model.binarization, "model", batchnorm=cfg.model.bn)
     return _build(cfg.net, "model/net", binarization=binarization)
 
 

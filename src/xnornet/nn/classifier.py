@@ -8,9 +8,18 @@ from collections.abc import Callable
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import _pytree as lightning_pytree
 from torch import nn
+from torch.utils import _pytree as torch_pytree
 
 from xnornet.nn.layers import binary_layers
+
+# Lightning 2.6's CombinedLoader flattens the data loaders with its own copy of torch's
+# tree_flatten, which builds each leaf's spec as `LeafSpec()`: torch 2.13 deprecates constructing
+# that class, a FutureWarning on every fit, validate and test. torch's own leaf spec,
+# `treespec_leaf()`, is the same (shared, immutable) spec made without it.
+if hasattr(torch_pytree, "treespec_leaf") and hasattr(lightning_pytree, "LeafSpec"):
+    lightning_pytree.LeafSpec = torch_pytree.treespec_leaf
 
 
 class ClassifierModule(pl.LightningModule):
