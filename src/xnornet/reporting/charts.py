@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 
 from xnornet.files import atomic_path
 
@@ -116,9 +117,11 @@ def peer_speedup_chart(rows: list[dict], path: Path, title: str, label: Callable
         for i, (name, key) in enumerate(ratios.items()):
             values = {label(r): r[key] for r in mine if r["threads"] == threads}
             xs = [j + (i - (len(ratios) - 1) / 2) * width for j in range(len(labels))]
-            ax.bar(xs, [values.get(x, float("nan")) for x in labels], width, label=name)
+            heights = [values.get(x, float("nan")) - 1 for x in labels]
+            ax.bar(xs, heights, width, bottom=1.0, label=name)  # from the 1× line: up ours wins, down theirs
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.set_xticks(range(len(labels)), labels if threads == counts[-1] else [], rotation=25, ha="right")
         ax.set_ylabel(f"ours faster (×), {threads} thr")
         ax.grid(axis="y", alpha=0.3)
