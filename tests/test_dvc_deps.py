@@ -12,6 +12,7 @@ Each stage's real inputs are computed here, independently of dvc.yaml:
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -47,13 +48,21 @@ def import_closure(roots: list[str]) -> set[str]:
         seen.add(name)
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
-        for node in ast.walk(ast.parse(module_file(name).read_text())):
-            if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names if a.name.startswith("xnornet")]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xnornet"):
-                todo.append(node.module)
-                todo += [f"{node.module}.{a.name}" for a in node.names]  # submodules imported by name
+        todo += module_imports(name)
     return seen
+
+
+@functools.cache  # every stage walks the same modules: parse each once per session
+def module_imports(name: str) -> tuple[str, ...]:
+    """The xnornet modules that ``name`` imports, submodules imported by name included."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(module_file(name).read_text())):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("xnornet")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xnornet"):
+            found.append(node.module)
+            found += [f"{node.module}.{a.name}" for a in node.names]
+    return tuple(found)
 
 
 def stage_module(cmd: str) -> str:
@@ -85,8 +94,17 @@ def declared_params(stage: dict) -> dict[str, set[str] | None]:
 
 
 def composed(overrides: list[str]):
+    """The composed config, read-only: composing is most of this test's time, and stages share
+    their command lines (each is composed once per session)."""
+    return _composed(tuple(overrides))
+
+
+@functools.cache
+def _composed(overrides: tuple[str, ...]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
 
 
 def contributions(choices: dict[str, str]) -> dict[str, list[tuple[str, str | None]]]:
