@@ -23,6 +23,7 @@ import xnornet.kernels as K
 from conftest import compose_config, make_idx_mirror, synthetic_digits
 from xnornet import cli
 from xnornet.builders import build_net, input_shape
+from xnornet.config_rules import RULES
 from xnornet.data.npz import write_splits
 from xnornet.errors import ERROR_LOG_ENV, XnornetError
 from xnornet.files import write_metrics
@@ -194,17 +195,18 @@ CONFIG_CASES = [  # (stage, override, what the line must name)
     ("evaluate", "evaluate.thraeds=1", "did you mean evaluate.threads?"),  # a misspelt nested key
     ("train", "model=foo", "Could not find 'model/foo'"),  # an unknown group option
     ("train", "train.lr=[", "'['"),  # override syntax
-    ("train", "train.max_epochs=0", "train.max_epochs must be >= 1"),
+    ("machine", "paths.metrics_dir={ws}/métriques", "quote it, e.g. paths.metrics_dir='"),  # non-ASCII
+    ("train", "train.max_epochs=0", "train.max_epochs=0: expected an integer ≥ 1"),
     ("train", "data.val_size=100000", "data.val_size=100000"),
     ("train", "train.optimizer._target_=torch.optim.Nope", "train config invalid"),
     ("fetch", "data.name=foo", "data.name must be one of"),
     ("fetch", "data.source=foo", "data.source must be one of"),
     ("bench", "bench.shapes=[]", "bench.shapes=[]: expected a non-empty list"),
     ("bench", "bench.shapes=3", "bench.shapes=3: expected a list"),
-    ("bench", "bench.threads=[0]", "positive integers"),
-    ("bench_network", "bench_network.batches=[0]", "bench_network config"),
-    ("evaluate", "evaluate.threads=0", "evaluate.threads=0: expected a positive integer"),
-    ("evaluate", "evaluate.batch_size=-1", "evaluate.batch_size=-1: expected a positive integer"),
+    ("bench", "bench.threads=[0]", "bench.threads=[0]: expected a non-empty list of integers ≥ 1"),
+    ("bench_network", "bench_network.batches=[0]", "expected a non-empty list of integers ≥ 1"),
+    ("evaluate", "evaluate.threads=0", "evaluate.threads=0: expected an integer ≥ 1 or 'all'"),
+    ("evaluate", "evaluate.batch_size=-1", "evaluate.batch_size=-1: expected an integer ≥ 1"),
 ]
 
 
@@ -229,6 +231,32 @@ LOCATION_CASES = [
 @pytest.mark.parametrize("stage,override,match", CONFIG_CASES + LOCATION_CASES)
 def test_bad_config_value_or_location_is_one_line(run_stage, ws, stage, override, match):
     run_stage(stage, override.format(ws=ws), match=match.format(ws=ws))
+
+
+# ---------------------------------------------------------------- every numeric key out of range
+
+STAGE_OF = {"train": "train", "data": "train", "seed": "train", "bench": "bench",
+            "bench_network": "bench_network", "evaluate": "evaluate"}  # fmt: skip
+
+
+def numeric_cases() -> list[tuple[str, str, str]]:
+    """Each numeric key at zero (where zero is out of range), negative, NaN and a wrong type."""
+    cases = []
+    for key, rule in RULES.items():
+        name, each = key.removesuffix("[]"), key.endswith("[]")
+        stage = STAGE_OF[name.split(".")[0]]
+        values = ["-1", "nan", "abc"] + ([] if rule.accepts(0) else ["0"])
+        for value in values:
+            shown = f"[{value}]" if each and value != "abc" else value
+            cases.append((stage, f"{name}={shown}", f"{name}={shown if value != 'nan' else ''}"))
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,override,match", numeric_cases())
+def test_numeric_key_out_of_range_is_one_line(run_stage, stage, override, match):
+    line = run_stage(stage, override, match=match)
+    assert "expected" in line and "Error:" not in line, line  # names the range, not an exception
 
 
 # ---------------------------------------------------------------- output paths: refuse, never replace

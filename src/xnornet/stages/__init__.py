@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from xnornet import quiet
+from xnornet.config_rules import check_numeric_keys
 from xnornet.errors import (
     XnornetError,
     full_errors,
@@ -117,7 +118,19 @@ _user_full_errors: bool | None = None
 
 
 def _with_key_hint(e: Exception) -> Exception:
-    """Hydra's error for a key the config lacks, as one that names the closest real key."""
+    """Hydra's error for a key the config lacks, as one that names the closest real key; its
+    grammar error for an unquoted non-ASCII value, as one that says how to quote it."""
+    unquoted = [
+        a for a in sys.argv[1:] if not a.isascii() and "=" in a and a.partition("=")[2][:1] not in "'\""
+    ]
+    if unquoted and "override" in f"{type(e).__name__} {e}".lower():
+        key, _, value = unquoted[0].partition("=")
+        hint = XnornetError(
+            f"{unquoted[0]}: Hydra's override grammar takes only ASCII in an unquoted value; "
+            f"quote it, e.g. {key}='{value}' (in a shell: \"{key}='{value}'\")"
+        )
+        hint.__cause__ = e
+        return hint
     if "not in struct" not in str(e.__cause__ or ""):
         return e
     try:
@@ -149,6 +162,7 @@ def preflight(cfg: DictConfig, reads: tuple[str, ...], writes: tuple[str, ...]) 
                 base = None
             if base is not None:
                 check_override_types(cfg, base, keys)
+    check_numeric_keys(cfg, reads)
     for key in dict.fromkeys([*(k for k in reads if k.startswith("paths.")), *writes]):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, str) or not value.strip():  # "" would write into the working directory
