@@ -362,3 +362,30 @@ cdef class LayerCall:
             e.residual = &rv[0, 0]
         with nogil:
             xn_layer_forward(self.isa, &io, self.panels, self.n, self.words, &e, self.threads)
+
+
+cdef extern from "xnor_kernels.h" nogil:
+    int xn_team_adaptive
+    int64_t xn_team_counts[3]
+    void xn_team_reset()
+
+
+def team_adaptive(flag=None) -> bool:
+    """Whether a held-up team call makes the next ones run on one thread (kernels/xn_team.h);
+    with ``flag``, set it first. Returns the setting in force."""
+    global xn_team_adaptive
+    if flag is not None:
+        xn_team_adaptive = 1 if flag else 0
+    return bool(xn_team_adaptive)
+
+
+def team_counts() -> dict:
+    """Team calls since the last reset, how many were held up, and calls that ran on one thread
+    because an earlier one was."""
+    return {"team_calls": xn_team_counts[0], "held_up": xn_team_counts[1],
+            "ran_alone": xn_team_counts[2]}
+
+
+def team_reset():
+    """Forget the learned back-off and zero the counts."""
+    xn_team_reset()

@@ -27,6 +27,7 @@
 #include "xn_epilogue.h"
 #include "xn_micro_avx2.h"
 #include "xn_rows.h"
+#include "xn_team.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Microkernels: counts[r][j] = sum_w popcount(a[r][w] ^ panel[w][j]) for MR rows, NR columns. */
@@ -178,9 +179,10 @@ static xn_block_fn xn_block_for(int isa) {
 /* The GEMM's parallel work is a grid of tiles: row blocks × groups of panels. Row blocks alone
  * leave cores idle when a small batch has fewer of them than there are threads (ResNet's 7×7
  * layers at batch 1: 9 blocks of 6 rows) or not many more (uneven shares); so N is split as well
- * until each thread has about 4 tiles, and the shares are even or many. A thread's consecutive
- * tiles share their row block, whose A rows then stay in L1. One thread, or enough row blocks:
- * one group, the plain row split. */
+ * until each thread has about 4 tiles, and the shares are even or many. Consecutive tiles share
+ * their row block. One thread, or enough row blocks: one group, the plain row split. The threads
+ * claim tiles one at a time (xn_team.h), so a thread that comes late or is preempted leaves its
+ * tiles to the others instead of holding the call up. */
 static inline int64_t xn_panel_groups(int64_t blocks, int64_t n, int threads) {
     const int64_t npanels = (n + XN_NR - 1) / XN_NR;
     int64_t groups = 1;
@@ -207,17 +209,28 @@ static inline void xn_bgemm_tile(xn_block_fn block, int mr, const xn_arows *A, i
 }
 
 /* C = A (m x words) "xnor-dot" B (n columns, packed in panels), with the fused epilogue,
- * its tiles split over `threads` OpenMP threads. */
+ * its tiles claimed one at a time by up to `threads` OpenMP threads (xn_team.h). */
 static void xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *panels, int64_t n,
                      int64_t words, const xn_epilogue *e, int threads) {
     const int mr = xn_micro_rows(isa);
     const xn_block_fn block = xn_block_for(isa);
     const int64_t blocks = (m + mr - 1) / mr;
-    const int64_t groups = xn_panel_groups(blocks, n, threads);
+    xn_team_call call;
+    xn_team_begin(&call, threads, 1);
+    const int64_t groups = xn_panel_groups(blocks, n, call.team), tiles = blocks * groups;
     const xn_arows A = xn_explicit_rows(a, words);
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int64_t t = 0; t < blocks * groups; ++t)
-        xn_bgemm_tile(block, mr, &A, m, panels, n, words, e, groups, t);
+#pragma omp parallel num_threads(call.team) if (call.team > 1)
+    {
+        const int64_t t0 = xn_team_now(&call);
+        int64_t mine = 0;
+#pragma omp for schedule(dynamic) nowait
+        for (int64_t t = 0; t < tiles; ++t) {
+            xn_bgemm_tile(block, mr, &A, m, panels, n, words, e, groups, t);
+            ++mine;
+        }
+        xn_team_leave(&call, xn_team_now(&call) - t0, mine);
+    }
+    xn_team_end(&call, tiles);
 }
 
 #endif /* XN_BGEMM_H */

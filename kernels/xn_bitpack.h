@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "xn_dispatch.h"
+#include "xn_team.h"
 
 /* Sign-packing float32 rows: bit i of word q is x[64q + i] < 0; bits past k are 0.            */
 
@@ -72,8 +73,7 @@ static void xn_pack_rows(int isa, const float *x, int64_t rows, int64_t k, int64
     else if (isa == XN_ISA_SCALAR) row = xn_pack_row_scalar;
 #endif
     (void)isa;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && rows * k > (1 << 16))
-    for (int64_t r = 0; r < rows; ++r) row(x + r * k, k, words, out + r * words);
+    XN_TEAM_FOR(threads, rows * k > (1 << 16), r, rows, row(x + r * k, k, words, out + r * words););
 }
 
 #endif /* XN_BITPACK_H */

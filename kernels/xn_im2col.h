@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "xn_team.h"
+
 /* Bit-level im2col. The input is packed NHWC: each image row (W pixels x C channels) is one     */
 /* bit stream of `row_words` words. Output row (b, oh, ow) holds, for each kernel row i, the     */
 /* kw*C bits of its receptive field, padded to a word boundary. Positions outside the image read */
@@ -140,8 +142,7 @@ static void xn_im2col(const uint64_t *x, int64_t batch, int64_t h, int64_t c, in
                       int64_t kh, int64_t kw, int64_t stride, int64_t pad, int64_t ho, int64_t wo,
                       uint64_t *out, int threads) {
     const xn_conv_geom g = {batch, h, c, row_words, kh, kw, stride, pad, ho, wo};
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && batch * ho > 8)
-    for (int64_t bo = 0; bo < batch * ho; ++bo) xn_im2col_row(x, &g, bo, out);
+    XN_TEAM_FOR(threads, batch * ho > 8, bo, batch * ho, xn_im2col_row(x, &g, bo, out););
 }
 
 #endif /* XN_IM2COL_H */

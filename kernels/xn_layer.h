@@ -2,7 +2,8 @@
  * per-element affine, the fused BatchNorm/threshold), bit-im2col, then the GEMM with its output
  * transform. One region means one thread-team wake-up per layer instead of one per step, and the
  * workspaces come from the caller (a layer object keeps them across calls), so a call allocates
- * nothing and touches no fresh page.
+ * nothing and touches no fresh page. The team and its work split follow xn_team.h: work claimed
+ * in chunks, one thread while the machine holds teams up.
  */
 #ifndef XN_LAYER_H
 #define XN_LAYER_H
@@ -79,20 +80,28 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
     const int mr = xn_micro_rows(isa);
     const xn_block_fn block = xn_block_for(isa);
     const int64_t blocks = (m + mr - 1) / mr;
-    const int64_t groups = xn_panel_groups(blocks, n, threads);
+    xn_team_call call; /* the team, its tile split and its emission all follow call.team */
+    xn_team_begin(&call, threads, 1);
+    const int team = call.team;
+    const int64_t groups = xn_panel_groups(blocks, n, team), tiles = blocks * groups;
     xn_epilogue ep = *e;
     ep.emit_halfwords = ep.emit_bits && n % 16 == 0 && ep.emit_row_words * 64 == ep.emit_pixels * n;
-    ep.emit_atomic = ep.emit_bits && !ep.emit_halfwords ? xn_emit_shared(n, groups, threads) : 0;
+    ep.emit_atomic = ep.emit_bits && !ep.emit_halfwords ? xn_emit_shared(n, groups, team) : 0;
     const int64_t emit_streams = ep.emit_bits && !ep.emit_halfwords ? m / ep.emit_pixels : 0;
-#pragma omp parallel num_threads(threads) if (threads > 1)
+    const int64_t pack_chunk = xn_team_chunk(io->rows, team);
+    const int64_t row_chunk = g ? xn_team_chunk(table_rows ? table_rows : g->batch * g->ho, team) : 1;
+    /* Every step's work is claimed in chunks (xn_team.h), and each thread times only its loops:
+     * the barriers between the steps are waits, not work. */
+#pragma omp parallel num_threads(team) if (team > 1)
     {
+        int64_t work = 0, mine = 0, t0 = xn_team_now(&call);
         if (emit_streams) { /* the store ORs bits in: start from zeros, padding bits included */
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, xn_team_chunk(emit_streams, team)) nowait
             for (int64_t r = 0; r < emit_streams; ++r)
                 memset(ep.emit_bits + r * ep.emit_row_words, 0, (size_t)ep.emit_row_words * sizeof(uint64_t));
         }
         if (io->x) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, pack_chunk) nowait
             for (int64_t r = 0; r < io->rows; ++r) {
                 if (io->scale)
                     affine(io->x + r * io->k, io->scale, io->shift, io->k, io->row_words,
@@ -100,20 +109,32 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
                 else
                     pack(io->x + r * io->k, io->k, io->row_words, io->bits + r * io->row_words);
             }
+            work += xn_team_now(&call) - t0;
+#pragma omp barrier
+            t0 = xn_team_now(&call);
         }
         if (table_rows) {
-#pragma omp for schedule(static) collapse(2)
+#pragma omp for schedule(dynamic, row_chunk) collapse(2) nowait
             for (int64_t b = 0; b < g->batch; ++b)
                 for (int64_t ihp = 0; ihp < A.hp; ++ihp)
                     xn_window_row(io->bits, g, b, ihp, inside_lo, inside_hi, io->cols);
         } else if (g) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, row_chunk) nowait
             for (int64_t bo = 0; bo < g->batch * g->ho; ++bo) xn_im2col_row(io->bits, g, bo, io->cols);
         }
-#pragma omp for schedule(static) nowait
-        for (int64_t t = 0; t < blocks * groups; ++t)
+        if (g || emit_streams) { /* the GEMM reads the im2col; the zeros must be in before any OR */
+            work += xn_team_now(&call) - t0;
+#pragma omp barrier
+            t0 = xn_team_now(&call);
+        }
+#pragma omp for schedule(dynamic) nowait
+        for (int64_t t = 0; t < tiles; ++t) {
             xn_bgemm_tile(block, mr, &A, m, panels, n, words, &ep, groups, t);
+            ++mine;
+        }
+        xn_team_leave(&call, work + xn_team_now(&call) - t0, mine);
     }
+    xn_team_end(&call, tiles);
 }
 
 #endif /* XN_LAYER_H */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "xn_dispatch.h"
+#include "xn_team.h"
 
 /* sign(x * scale + shift) packed, with scale/shift given per element of a row (the per-channel
  * BatchNorm or threshold, tiled over the pixels of a row): the same vectorized compare as
@@ -74,34 +75,38 @@ static void xn_affine_pack_rows(int isa, const float *x, int64_t rows, int64_t k
     else if (isa == XN_ISA_SCALAR) row = xn_affine_row_scalar;
 #endif
     (void)isa;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && rows * k > (1 << 16))
-    for (int64_t r = 0; r < rows; ++r) row(x + r * k, sc, sh, k, words, out + r * words);
+    XN_TEAM_FOR(threads, rows * k > (1 << 16), r, rows, row(x + r * k, sc, sh, k, words, out + r * words););
 }
 
 /* BatchNorm -> sign -> pack in one pass, so the activations between binary layers never exist
  * as a float tensor. x is (rows, pixels, c) channels-last; y = x * scale[ch] + shift[ch];
  * bit = y < 0, packed per row as one stream of pixels*c bits. If absmean is given it receives
  * mean_c |y| per pixel (XNOR-Net's A, from which K = box-filter(A)). */
+/* Row r of xn_bn_sign_pack. */
+static inline void xn_bn_sign_row(const float *x, int64_t r, int64_t pixels, int64_t c,
+                                  const float *scale, const float *shift, int64_t words,
+                                  uint64_t *out, float *absmean) {
+    const float *xr = x + r * pixels * c;
+    uint64_t *o = out + r * words;
+    memset(o, 0, (size_t)words * sizeof(uint64_t));
+    for (int64_t p = 0; p < pixels; ++p) {
+        float acc = 0.0f;
+        const int64_t base = p * c;
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const float y = xr[base + ch] * scale[ch] + shift[ch];
+            const int64_t bit = base + ch;
+            o[bit >> 6] |= (uint64_t)(y < 0.0f) << (bit & 63);
+            acc += y < 0.0f ? -y : y;
+        }
+        if (absmean) absmean[r * pixels + p] = acc / (float)c;
+    }
+}
+
 static void xn_bn_sign_pack(const float *x, int64_t rows, int64_t pixels, int64_t c,
                             const float *scale, const float *shift, int64_t words, uint64_t *out,
                             float *absmean, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && rows * pixels * c > (1 << 16))
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *xr = x + r * pixels * c;
-        uint64_t *o = out + r * words;
-        memset(o, 0, (size_t)words * sizeof(uint64_t));
-        for (int64_t p = 0; p < pixels; ++p) {
-            float acc = 0.0f;
-            const int64_t base = p * c;
-            for (int64_t ch = 0; ch < c; ++ch) {
-                const float y = xr[base + ch] * scale[ch] + shift[ch];
-                const int64_t bit = base + ch;
-                o[bit >> 6] |= (uint64_t)(y < 0.0f) << (bit & 63);
-                acc += y < 0.0f ? -y : y;
-            }
-            if (absmean) absmean[r * pixels + p] = acc / (float)c;
-        }
-    }
+    XN_TEAM_FOR(threads, rows * pixels * c > (1 << 16), r, rows,
+                xn_bn_sign_row(x, r, pixels, c, scale, shift, words, out, absmean););
 }
 
 #endif /* XN_SIGNPACK_H */

@@ -7,6 +7,7 @@
  * One header per concept, included here in dependency order; the Cython module includes
  * only this file:
  *   xn_dispatch.h  CPU ISA detection, target attributes, XN_NR, micro-rows
+ *   xn_team.h      how many threads a parallel call gets: claimed work, back-off when held up
  *   xn_bitpack.h   sign-packing float rows (xn_pack_rows)
  *   xn_signpack.h  BatchNorm/affine -> sign -> pack (xn_affine_pack_rows, xn_bn_sign_pack)
  *   xn_epilogue.h  the GEMM's fused output transform (portable and AVX-512 row stores)
