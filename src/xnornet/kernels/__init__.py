@@ -1,6 +1,6 @@
 """The XNOR-popcount CPU kernel: sign-packing, binary GEMM and binary conv2d.
 
-Conventions (README.md, "The kernel"): bit 1 ⇔ value < 0 (sign(0) = +1), little-endian bits in uint64 words
+Conventions (docs/kernel.md): bit 1 ⇔ value < 0 (sign(0) = +1), little-endian bits in uint64 words
 along the reduction axis, padding bits 0, so a ±1 dot product is k − 2·popcount(a XOR b).
 """
 

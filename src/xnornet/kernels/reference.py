@@ -1,6 +1,6 @@
 """Plain numpy twins of every kernel: slow, obvious, and what the tests hold the kernel to.
 
-Same conventions as the kernel (README.md, "The kernel"): bit 1 ⇔ x < 0, little-endian bits along the last
+Same conventions as the kernel (docs/kernel.md): bit 1 ⇔ x < 0, little-endian bits along the last
 axis in uint64 words, padding bits 0, dot = k − 2·popcount(a XOR b).
 """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from xnornet.errors import XnornetError
 
 VARIANTS = ("fp", "bwn", "xnor")
-# MNIST LeNet-5 top-1 (%), XNOR-Net-PyTorch (jiecaoyu), 60 epochs (README.md, reference results).
+# MNIST LeNet-5 top-1 (%), XNOR-Net-PyTorch (jiecaoyu), 60 epochs (docs/method.md, reference results).
 ANCHOR_MNIST = {"fp": "99.34", "bwn": "–", "xnor": "99.23"}
 # This project's goals (%): the default recipe's 3-seed mean, and the 60-epoch paper recipe.
 GOAL_DEFAULT = {"fp": 99.40, "bwn": 99.35, "xnor": 99.25}
