@@ -30,6 +30,8 @@ VARIANTS = {
     "xnor_scaled": ["model=xnor", "model.binarization.scale_activations=true"],
     "xnor_paper_grad": ["model=xnor", "model.binarization.weight_grad=paper"],
     "xnor_first_last": ["model=xnor", "model.binarization.first_last_binary=true"],
+    "xnor_centred": ["model=xnor", "model.binarization.center_weights=true"],  # folded before packing
+    "bwn_centred": ["model=bwn", "model.binarization.center_weights=true"],
     "xnor_shift_bn": ["model=xnor", "model.bn=shift"],  # folds into the same threshold form
     "bwn_shift_bn": ["model=bwn", "model.bn=shift"],
     "xnor_shift_all": [

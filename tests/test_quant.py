@@ -7,8 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from xnornet.nn.binarization import Binarization
 from xnornet.nn.layers import QuantConv2d, QuantLinear
-from xnornet.nn.quantizers import activation_scale, binarize, bwn_weight, bwn_weight_paper, sign_ste
+from xnornet.nn.quantizers import (
+    activation_scale,
+    binarize,
+    bwn_weight,
+    bwn_weight_paper,
+    centre_and_clamp,
+    centred_weights,
+    sign_ste,
+)
 
 
 def np_sign(x: np.ndarray) -> np.ndarray:
@@ -117,3 +126,48 @@ def test_full_precision_layer_is_plain_conv():
     layer = QuantConv2d(2, 3, 3, padding=1)
     x = torch.randn(1, 2, 5, 5)
     torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight, layer.bias, padding=1))
+
+
+def reference_centred_binary_weights(w: torch.Tensor) -> torch.Tensor:
+    """XNOR-Net-PyTorch's steps, written as its MNIST/util.py writes them: meancenterConvParams,
+    clampConvParams, then binarizeConvParams (α from the L1 norm over everything but axis 0)."""
+    w = w.add(w.mean(1, keepdim=True).mul(-1).expand_as(w))
+    w = w.clamp(-1.0, 1.0)
+    n = w[0].nelement()
+    dims = tuple(range(1, w.dim()))
+    m = w.abs().sum(dim=dims, keepdim=True).div(n)
+    return w.sign().mul(m)
+
+
+def test_centred_weights_by_hand():
+    """One filter over 2 input channels of 1×2: channel means (2, -1) are subtracted, 3.5 clamps."""
+    w = torch.tensor([[[[5.5, 2.0]], [[-1.5, -2.0]]]])  # (1, 2, 1, 2)
+    # mean over axis 1: [[2.0, 0.0]] → centred [[3.5, 2.0]], [[-3.5, -2.0]] → clamped ±1
+    assert centre_and_clamp(w).tolist() == [[[[1.0, 1.0]], [[-1.0, -1.0]]]]
+    w = torch.tensor([[0.2, 0.6], [0.9, -0.1]])  # linear (out, in): mean per output row
+    assert torch.allclose(centre_and_clamp(w), torch.tensor([[-0.2, 0.2], [0.5, -0.5]]))
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (10, 800), (3, 1, 3, 3), (2, 65, 1, 1)])
+def test_centred_binary_weights_equal_the_reference_formula(shape):
+    torch.manual_seed(0)
+    w = torch.randn(*shape) * 0.7
+    binarization = Binarization(weights=True, center_weights=True)
+    q = binarization.quantizers()
+    ours = q["weight_quantizer"](q["weight_transform"](w))
+    expected = reference_centred_binary_weights(w.clone())
+    assert torch.allclose(ours, expected, atol=1e-7)
+    assert not torch.equal(binarize(ours), binarize(bwn_weight(w)))  # the switch changes signs
+    assert Binarization(weights=True).quantizers()["weight_transform"] is None  # off by default
+
+
+def test_centred_weights_pass_the_gradient_straight_through():
+    w = (torch.randn(4, 3, 3, 3) * 3).requires_grad_()
+    g = torch.randn(4, 3, 3, 3)
+    (centred_weights(w) * g).sum().backward()
+    assert torch.equal(w.grad, g)
+
+
+def test_centring_needs_binary_weights():
+    with pytest.raises(ValueError, match="center_weights needs a binary variant"):
+        Binarization(weights=False, center_weights=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from xnornet.nn.quantizers import binary_gradient, sign_ste, weight_quantizer
+from xnornet.nn.quantizers import binary_gradient, centred_weights, sign_ste, weight_quantizer
 from xnornet.nn.shift_batchnorm import ShiftBatchNorm1d, ShiftBatchNorm2d
 
 BATCHNORMS = {
@@ -31,6 +31,7 @@ class Binarization:
     first_last_binary: bool = False
     binary_gradients: bool = False
     batchnorm: str = "standard"
+    center_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.batchnorm not in BATCHNORMS:
@@ -42,6 +43,8 @@ class Binarization:
             raise ValueError("model.binarization.inputs=true needs weights=true (XNOR)")
         if self.scale_activations and not self.inputs:
             raise ValueError("model.binarization.scale_activations needs inputs=true")
+        if self.center_weights and not self.weights:
+            raise ValueError("model.binarization.center_weights needs a binary variant (weights=true)")
 
     def quantizers(self, *, hidden: bool = True, raw_input: bool = False) -> dict:
         """Keyword arguments for a Quant layer: binary when hidden (or first/last binary)."""
@@ -49,6 +52,7 @@ class Binarization:
         binarize_input = binary and self.inputs and not raw_input
         return {
             "weight_quantizer": weight_quantizer(binary and self.weights, self.weight_grad),
+            "weight_transform": centred_weights if binary and self.weights and self.center_weights else None,
             "input_quantizer": sign_ste if binarize_input else None,
             "scale_activations": binarize_input and self.scale_activations,
             "gradient_quantizer": binary_gradient if binary and self.binary_gradients else None,

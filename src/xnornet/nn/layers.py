@@ -27,6 +27,7 @@ class QuantMixin:
         self,
         *args,
         weight_quantizer: Quantizer | None = None,
+        weight_transform: Quantizer | None = None,
         input_quantizer: Quantizer | None = None,
         scale_activations: bool = False,
         gradient_quantizer: Quantizer | None = None,
@@ -34,6 +35,7 @@ class QuantMixin:
     ) -> None:
         super().__init__(*args, **kwargs)  # the torch layer's own arguments
         self.weight_quantizer = weight_quantizer
+        self.weight_transform = weight_transform  # before the quantizer (the reference's centring)
         self.input_quantizer = input_quantizer
         self.scale_activations = scale_activations
         self.gradient_quantizer = gradient_quantizer  # acts on the gradient into this layer's input
@@ -52,7 +54,8 @@ class QuantMixin:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        w = self.weight if self.weight_transform is None else self.weight_transform(self.weight)
+        w = w if self.weight_quantizer is None else self.weight_quantizer(w)
         xq = x if self.input_quantizer is None else self.input_quantizer(x)
         if self.gradient_quantizer is not None:
             xq = self.gradient_quantizer(xq)  # identity forward; binarizes g_in before the STE

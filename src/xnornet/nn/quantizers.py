@@ -44,6 +44,44 @@ class _SignSTE(torch.autograd.Function):
         return grad * (x.abs() <= 1).to(grad.dtype)
 
 
+def centre_and_clamp(w: torch.Tensor) -> torch.Tensor:
+    """Each filter's weights minus their mean over the input channels (axis 1), clamped to [-1, 1].
+
+    What both reference codes (XNOR-Net-PyTorch ``MNIST/util.py``, allenai ``util.lua``) do to
+    the weights before every binarization, in training and at test time; the paper omits it.
+
+    Examples:
+        >>> centre_and_clamp(torch.tensor([[3.0, 1.0], [0.5, -0.5]])).tolist()
+        [[1.0, -1.0], [0.5, -0.5]]
+    """
+    return (w - w.mean(dim=1, keepdim=True)).clamp(-1.0, 1.0)
+
+
+class _CentreClampSTE(torch.autograd.Function):
+    """``centre_and_clamp`` forward; identity backward. The reference codes centre the stored
+    weights in place, outside autograd, so their optimizer sees the gradient unchanged."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+        return centre_and_clamp(w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def centred_weights(w: torch.Tensor) -> torch.Tensor:
+    """The reference codes' weight centring before α and sign, with a straight-through gradient.
+
+    Examples:
+        >>> w = torch.tensor([[2.0, 0.0]], requires_grad=True)
+        >>> centred_weights(w).sum().backward()
+        >>> w.grad.tolist()
+        [[1.0, 1.0]]
+    """
+    return _CentreClampSTE.apply(w)
+
+
 class _PaperBWNWeight(torch.autograd.Function):
     """α·sign(W) with the paper's simplified gradient g·(1/n + α·1{|W| ≤ 1}).
 

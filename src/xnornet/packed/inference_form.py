@@ -56,7 +56,10 @@ def _padding(layer: nn.Module) -> int:
 
 
 def _weight_layer(layer: Quant, flip, shift, fold: BatchNorm | None) -> Layer:
-    w = layer.weight.detach().float().numpy()  # (out, in[, kh, kw]) float32
+    w = layer.weight.detach().float()
+    if layer.weight_transform is not None:  # folded into the stored weights: no engine change
+        w = layer.weight_transform(w)
+    w = w.numpy()  # (out, in[, kh, kw]) float32
     binary = layer.weight_quantizer is not None
     bias = layer.bias.detach().double().numpy() if layer.bias is not None else None
     spec: dict = {"op": "linear", "in": layer.in_features, "out": layer.out_features} if isinstance(

@@ -164,6 +164,7 @@ ABLATIONS = {
     "binary_gradients": "binary gradients (max|g|·sign g per sample)",
     "shift_bn": "shift-based BatchNorm",
     "shift_adamax": "shift-based AdaMax instead of Adam",
+    "center_weights": "weights centred over input channels and clamped (the reference codes)",
 }
 
 
