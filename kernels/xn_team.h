@@ -19,10 +19,11 @@
  *   the time the held-up call lost, so that probing costs at most ~5%. On a quiet machine a
  *   team call is not held up, so nothing changes there.
  *
- * Calls too small to judge (under XN_TEAM_JUDGE_NS of work, or too few items to share evenly)
- * follow the state but never change it: a small layer that gains nothing from a team must not
- * turn the team off for the big ones. The state is process-wide (relaxed atomics: a race costs
- * at most one call's decision), since a busy core is the machine's, not a layer's.
+ * A call counts as held up only if it also lost more than XN_TEAM_SLACK_NS, so that a small
+ * call, whose team costs a few microseconds on a quiet machine, does not turn the team off for
+ * the big ones; a small call held up for a scheduler slice does. The state is process-wide
+ * (relaxed atomics: a race costs at most one call's decision), since a busy core is the
+ * machine's, not a layer's.
  * `xn_team_adaptive = 0` keeps every team (the tests of the threaded paths, the bench's rows
  * with the team fixed); the counts are kept either way.
  */
@@ -38,7 +39,9 @@
 
 #define XN_TEAM_MIN_NS 2000000LL   /* one thread for 2 ms after a held-up call */
 #define XN_TEAM_MAX_NS 1000000000LL /* a busy machine is probed about once a second */
-#define XN_TEAM_JUDGE_NS 50000LL   /* calls with less work than this are not judged */
+/* Time a team call may lose to its team, on top of the share below: a sleeping thread's wake-up
+ * on a quiet machine, which must not pass for a busy core on a small call. */
+#define XN_TEAM_SLACK_NS 20000LL
 /* A team call must beat this share of one thread's estimated time: below 1, so that it takes a
  * real gain to keep a team, and an estimate a little low (items of uneven cost) is harmless. */
 #define XN_TEAM_WORTH 0.9
@@ -121,8 +124,7 @@ static inline void xn_team_end(const xn_team_call *c, int64_t items) {
         if (per_item == 0.0 || r < per_item) per_item = r;
     }
     const double alone = per_item * (double)items;
-    if (items < 2 * (int64_t)c->team || alone < (double)XN_TEAM_JUDGE_NS) return;
-    if ((double)wall <= XN_TEAM_WORTH * alone) {
+    if ((double)wall <= XN_TEAM_WORTH * alone + (double)XN_TEAM_SLACK_NS) {
         __atomic_fetch_add(&xn_team_streak, 1, __ATOMIC_RELAXED);
         return;
     }

@@ -76,6 +76,7 @@ RULES: dict[str, Number] = {
     "bench.peak_iters": POSITIVE,
     "bench.seed": COUNT,
     "bench.threads[]": THREADS,
+    "bench.busy_core.rounds": POSITIVE,
     "bench_network.warmup": COUNT,
     "bench_network.repeats": POSITIVE,
     "bench_network.agreement_inputs": POSITIVE,

@@ -8,6 +8,7 @@ import os
 
 from tqdm import tqdm
 
+from xnornet.benchmark.busy_core import add_busy_core, busy_core_metrics
 from xnornet.benchmark.layer import bench_shape, resolve_isas, with_limits
 from xnornet.benchmark.peers import LAYER_PEERS, PROTOCOL, peer_columns, requested, run_peers, with_peers
 from xnornet.benchmark.shapes import LayerShape
@@ -90,6 +91,8 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
         }
         for old, new in former.items()
     }  # fmt: skip
+    # N threads against 1 with another process on a core (issue 20): busy_core_ratio per shape
+    add_busy_core(summary, shapes, b.get("busy_core"), isas[0], thread_counts[-1])
     return rows, summary
 
 
@@ -164,4 +167,5 @@ def mlflow_metrics(rows: list[dict], summary: dict) -> dict[str, float]:
     for old, f in summary.get("former_kernels", {}).items():
         flat.update({f"{shape}/{f['replaced_by']}_vs_{old}/gemm_speedup": r
                      for shape, r in f["gemm_speedup_1_thread"].items()})  # fmt: skip
+    flat.update(busy_core_metrics(summary))
     return flat
