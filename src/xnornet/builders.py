@@ -11,8 +11,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
 
@@ -20,7 +18,7 @@ from xnornet.data.datamodule import NpzDataModule
 from xnornet.errors import XnornetError
 from xnornet.nn.classifier import ClassifierModule
 from xnornet.nn.resume import AtomicCheckpointIO
-from xnornet.tracking import run_tags, tracking_uri
+from xnornet.tracking import StageRun, tracking_uri
 
 
 def _build(node: DictConfig, group: str, **kwargs) -> object:
@@ -51,19 +49,11 @@ def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassifierModule:
     return ClassifierModule(net, optimizer, scheduler, cfg.train.clip_latent_weights)
 
 
-def build_logger(
-    cfg: DictConfig, run_name: str, stage: str, run_id: str | None = None, **tags: str
-) -> MLFlowLogger:
-    """The stage's MLflow logger; ``run_id`` continues that run (a resumed training) when the
-    store still holds it, else a new run starts."""
-    uri = tracking_uri(cfg)
-    if run_id is not None:
-        try:
-            MlflowClient(uri).get_run(run_id)
-        except MlflowException:
-            run_id = None
-    return _build(cfg.logger.lightning, "logger", run_name=run_name, tracking_uri=uri,
-                  tags=run_tags(stage, **tags), run_id=run_id)  # fmt: skip
+def build_logger(cfg: DictConfig, run: StageRun | None) -> MLFlowLogger:
+    """The train stage's Lightning logger on ``run``, the run the stage opened (xnornet.tracking);
+    None on a DDP rank other than 0, whose logger never logs."""
+    kwargs = {"run_id": run.run_id, "outage": run.outage} if run is not None else {}
+    return _build(cfg.logger.lightning, "logger", tracking_uri=tracking_uri(cfg), **kwargs)
 
 
 def build_trainer(cfg: DictConfig, **kwargs) -> pl.Trainer:

@@ -133,8 +133,8 @@ def check_output_file(key: str, value: object, suffix: str) -> Path:
 
 def check_tracking_uri(uri: object, key: str = "logger.tracking_uri") -> None:
     """An MLflow URI that cannot be opened fails now, not after the stage wrote its outputs: a
-    sqlite store must be a file in a writable directory; another scheme must be one MLflow knows
-    (a server is not contacted here: MLflow's own retries say when it is down)."""
+    sqlite store must be a file in a writable directory; another scheme must be one MLflow knows;
+    an http(s) server must answer one request, within xnornet.tracking_http's bounded wait."""
     if not isinstance(uri, str) or not uri.strip():
         raise XnornetError(f"{key}={uri!r}: expected an MLflow tracking URI such as sqlite:///mlflow.db")
     prefix = "sqlite:///"
@@ -155,6 +155,9 @@ def check_tracking_uri(uri: object, key: str = "logger.tracking_uri") -> None:
             f"{key}={uri}: MLflow cannot open this URI; expected sqlite:///<file>, http(s)://<server>, "
             "or another scheme MLflow supports"
         ) from e
+    from xnornet.tracking_http import probe
+
+    probe(uri, key)
 
 
 def check_finite_state(state: dict, source: object) -> None:

@@ -6,6 +6,8 @@ Each filter names one message (and where it comes from), so a new or real warnin
 - Lightning's advertising tip for litlogger, and its "GPU/TPU available: False" lines on a CPU
   run (a GPU that is present but unused still gets Lightning's warning);
 - MLflow's "Creating initial MLflow database tables..." / "Updating database tables" on a new store;
+- urllib3's "Retrying (…) after connection broken" per retry of a request to a tracking server that
+  is down: the stage says so itself, in one line naming the URI (xnornet.tracking_http);
 - the model summary's "Total FLOPs: 0" and its column of zeros: Lightning counts FLOPs only for a
   module with an ``example_input_array``; when it measured nothing the column is dropped.
 
@@ -31,6 +33,7 @@ LOG_MESSAGES = {  # logger → regex of the records it should not print
     ),
     "lightning_fabric.utilities.rank_zero": r"💡 Tip: .*litlogger.*",
     "mlflow.store.db.utils": r"Creating initial MLflow database tables\.\.\.|Updating database tables",
+    "urllib3.connectionpool": r"Retrying \(.*",
 }
 
 

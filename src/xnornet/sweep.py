@@ -1,8 +1,9 @@
 """One MLflow parent run per Hydra multirun sweep, so the sweep's jobs are grouped under it.
 
 Registered as a Hydra callback in conf/config.yaml. Before any job starts it creates the store,
-the experiment and the parent run (parallel jobs then never race to create them), and hands the
-run's id to every job through the environment (launchers start their workers after this).
+the experiment (as every run does, under the store's lock: xnornet.store_lock) and the parent run,
+and hands the run's id to every job through the environment (launchers start their workers after
+this).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from xnornet.machine import usable_cores
+from xnornet.run_owner import owner_tags
 from xnornet.stages import JOB_THREADS_ENV, SWEPT_KEYS_ENV
 from xnornet.sweep_summary import summarize_sweep
-from xnornet.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, tracking_uri
+from xnornet.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, tracking_client, tracking_uri
 
 
 def swept_keys(overrides: list[str], sweeper_params: dict | None = None) -> list[str]:
@@ -56,12 +57,12 @@ def parallel_jobs(launcher: DictConfig) -> int:
 class SweepParentRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         experiment = ensure_experiment(config)
-        self.client = MlflowClient(tracking_uri(config))
+        self.client = tracking_client(tracking_uri(config))
         overrides = " ".join(config.hydra.overrides.task)
         run = self.client.create_run(
             experiment, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={"git_commit": git_commit(), "dvc_stage": "sweep", "sweep_overrides": overrides,
-                  "sweep_dir": str(config.hydra.sweep.dir)},
+                  "sweep_dir": str(config.hydra.sweep.dir), **owner_tags()},
         )  # fmt: skip
         self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id

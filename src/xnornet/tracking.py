@@ -2,11 +2,18 @@
 
 MLflow 3 rejects its old file store, so the tracking URI is always explicit (a sqlite database
 in the repo root by default) and the database and experiment are created before any run.
+
+A stage opens its run after checking its inputs and before writing its first output: a store
+that is down or an experiment that cannot be used then fails the stage in one line with nothing
+written. Once the run is open, a store that stops answering costs one bounded wait, the outputs
+are still written, and one line lists what MLflow lacks (xnornet.tracking_outage,
+docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -16,13 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from xnornet.errors import XnornetError
 from xnornet.files import content_digest, write_metrics
+from xnornet.run_owner import end_orphaned_runs, owner_tags
 from xnornet.stages import swept_values
+from xnornet.store_lock import store_lock
+from xnornet.tracking_http import bound_requests, unreachable
+from xnornet.tracking_outage import Outage
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -39,22 +51,49 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_RUN_ENV = "XNORNET_PARENT_RUN_ID"  # set by the sweep callback for every job of a sweep
 
 
+def tracking_client(uri: str) -> MlflowClient:
+    """A client whose requests to a server give up within xnornet.tracking_http's bounds."""
+    bound_requests()
+    return MlflowClient(uri)
+
+
 def ensure_experiment(cfg: DictConfig) -> str:
     """Create the store and the experiment (artifacts beside the database) if missing, tagged as
-    model training so that `mlflow ui` opens on its runs."""
-    client = MlflowClient(tracking_uri(cfg))
-    exp = client.get_experiment_by_name(cfg.logger.experiment)
-    if exp is None:
-        # a local store keeps artifacts beside it; a tracking server stores them where it is told
-        local = tracking_uri(cfg).startswith(("sqlite:", "file:"))
-        artifacts = Path(cfg.logger.artifact_dir).resolve().as_uri() if local else None
-        return client.create_experiment(
-            cfg.logger.experiment, artifact_location=artifacts, tags=EXPERIMENT_KIND
-        )
-    for key, value in EXPERIMENT_KIND.items():
-        if exp.tags.get(key) != value:
-            client.set_experiment_tag(exp.experiment_id, key, value)
+    model training so that `mlflow ui` opens on its runs. Safe for runs started at once on a fresh
+    store: a sqlite store is created under its lock (xnornet.store_lock), and on a server the
+    runs that lose the race to create the experiment use the winner's."""
+    uri, name = tracking_uri(cfg), cfg.logger.experiment
+    if not isinstance(name, str) or not name.strip():
+        raise XnornetError(f"logger.experiment={name!r}: expected a non-empty experiment name")
+    try:
+        with store_lock(uri):
+            client = tracking_client(uri)  # MlflowClient opens (and creates) a sqlite store at once
+            exp = client.get_experiment_by_name(name) or _create_experiment(cfg, client, name)
+            if exp.lifecycle_stage == "deleted":
+                raise XnornetError(
+                    f"logger.experiment={name}: this experiment is deleted in {uri}; expected a live one "
+                    f"(restore it: mlflow experiments restore --experiment-id {exp.experiment_id})"
+                )
+            for key, value in EXPERIMENT_KIND.items():
+                if exp.tags.get(key) != value:
+                    client.set_experiment_tag(exp.experiment_id, key, value)
+    except MlflowException as e:
+        raise unreachable(uri, e) from e
     return exp.experiment_id
+
+
+def _create_experiment(cfg: DictConfig, client: MlflowClient, name: str):
+    # a local store keeps artifacts beside it; a tracking server stores them where it is told
+    local = tracking_uri(cfg).startswith(("sqlite:", "file:"))
+    artifacts = Path(cfg.logger.artifact_dir).resolve().as_uri() if local else None
+    try:
+        client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
+    except MlflowException as e:
+        if e.error_code == "INVALID_PARAMETER_VALUE":
+            raise XnornetError(f"logger.experiment={name}: {e.message}") from e
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":  # else another run created it first
+            raise
+    return client.get_experiment_by_name(name)
 
 
 def log_datasets(client: MlflowClient, run_id: str, sources: list[tuple[str, Path, str]]) -> None:
@@ -110,48 +149,99 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
     return flat
 
 
-def record(client: MlflowClient, run_id: str, metrics: dict, json_path: Path | None,
-           artifacts: list[Path] = ()) -> None:  # fmt: skip
-    """Write the metrics JSON (if the stage has one), log its numbers and artifacts to MLflow."""
-    if json_path is not None:
-        write_metrics(json_path, metrics)
-        artifacts = [json_path, *artifacts]
-    for key, value in metrics.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            client.log_metric(run_id, key, float(value))
-    for path in artifacts:
-        client.log_artifact(run_id, str(path))
-
-
-def start_run(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> tuple[MlflowClient, str]:
-    """A plain MLflow run with every config value the stage read as a param."""
+def open_run(cfg: DictConfig, run_name: str, stage: str, resume_id: str | None = None,
+             datasets: list[tuple[str, Path, str]] = (), **tags: str) -> StageRun:  # fmt: skip
+    """The stage's MLflow run, opened before it writes any output: the store reachable, the
+    experiment usable, runs of dead processes ended (xnornet.run_owner), and a new run with every
+    config value as a param and ``datasets`` as inputs, or ``resume_id``'s run continued if the
+    store still has it. A store that fails here fails the stage, in one line naming the URI."""
     uri = tracking_uri(cfg)
     exp_id = ensure_experiment(cfg)
-    client = MlflowClient(uri)
-    run = client.create_run(exp_id, run_name=run_name, tags=tags)
-    for key, value in flat_params(cfg).items():
-        client.log_param(run.info.run_id, key, value)
+    client = tracking_client(uri)
+    try:
+        end_orphaned_runs(client, exp_id, keep=resume_id)
+        run_id = _reopen(client, resume_id) if resume_id else None
+        new = run_id is None
+        if new:
+            from mlflow.tracking.context.registry import resolve_tags  # source, user: as `mlflow.start_run`
+
+            all_tags = resolve_tags({**run_tags(stage, **tags), **owner_tags()})
+            run_id = client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+            params = [Param(k, v) for k, v in flat_params(cfg).items()]
+            for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
+                client.log_batch(run_id, params=params[i : i + 100])
+            if datasets:
+                log_datasets(client, run_id, list(datasets))
+    except MlflowException as e:
+        raise unreachable(uri, e) from e
     mlflow.set_tracking_uri(uri)
-    return client, run.info.run_id
+    return StageRun(client, run_id, new, Outage(uri, run_id))
+
+
+def _reopen(client: MlflowClient, run_id: str) -> str | None:
+    """``run_id`` marked RUNNING again and owned by this process; None if the store lacks it."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    for key, value in owner_tags().items():
+        client.set_tag(run_id, key, value)
+    if run.info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    return run_id
 
 
 @dataclass(frozen=True)
 class StageRun:
+    """An open run. Its calls go through ``outage``: after the store stops answering they are
+    listed, not retried, and the stage goes on."""
+
     client: MlflowClient
     run_id: str
+    new: bool
+    outage: Outage
 
     def record(self, metrics: dict, json_path: Path | None = None, artifacts: list[Path] = ()) -> None:
-        record(self.client, self.run_id, metrics, json_path, artifacts)
+        """Write the metrics JSON (if the stage has one), then log its numbers and artifacts."""
+        if json_path is not None:
+            write_metrics(json_path, metrics)
+            artifacts = [json_path, *artifacts]
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()
+                 if isinstance(v, int | float) and not isinstance(v, bool)]  # fmt: skip
+        if batch:
+            names = [m.key for m in batch]
+            self.outage.call("metrics", names, lambda: self.client.log_batch(self.run_id, metrics=batch))
+        for path in artifacts:
+            log = functools.partial(self.client.log_artifact, self.run_id, str(path))
+            self.outage.call("artifacts", [Path(path).name], log)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.outage.call("other", ["its end status"], lambda: self.client.set_terminated(self.run_id, status))
+
+
+@contextlib.contextmanager
+def ending(run: StageRun | None, stage: str) -> Iterator[None]:
+    """End ``run`` FINISHED when the block completes, FAILED (and the error re-raised) when it does
+    not; then say in one line what did not reach the store, if anything. No run: nothing to do."""
+    if run is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end()
+    run.outage.warn(stage)
 
 
 @contextlib.contextmanager
 def stage_run(cfg: DictConfig, run_name: str, stage: str, **tags: str) -> Iterator[StageRun]:
-    """The MLflow run of a stage without a Lightning logger (fetch, pack, evaluate, bench, report):
-    FINISHED when the block completes, FAILED (and the error re-raised) when it does not."""
-    client, run_id = start_run(cfg, run_name, run_tags(stage, **tags))
-    try:
-        yield StageRun(client, run_id)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id)
+    """The MLflow run of a stage without a Lightning logger (fetch, pack, evaluate, bench, report),
+    opened on entry (so enter it before writing any output) and ended on exit, as ``ending``."""
+    run = open_run(cfg, run_name, stage, **tags)
+    with ending(run, stage):
+        yield run

@@ -26,14 +26,14 @@ def main(cfg: DictConfig) -> None:
     plots = Path(cfg.paths.plots_dir)
     csv_path, png_path, threads_png = plots / "bench.csv", plots / "bench.png", plots / "bench_threads.png"
     peers_png = plots / "bench_peers.png"
-    write_csv(rows, csv_path)
     cpu = summary["machine"]["cpu"]
-    speedup_chart(rows, png_path, f"Binary layer vs torch float32 (steady) — {cpu}")
-    thread_scaling_chart(rows, threads_png, f"Binary layer vs torch float32 by thread count — {cpu}")
-    peer_speedup_chart(rows, peers_png, f"Binary layer vs each peer — {cpu}", lambda r: r["shape"],
-                       {"torch fp32": "speedup_vs_conv", **peer_ratio_keys()})  # fmt: skip
-    write_metrics(metrics_path, summary)
-    with stage_run(cfg, "bench", "bench") as run:
+    with stage_run(cfg, "bench", "bench") as run:  # before the outputs
+        write_csv(rows, csv_path)
+        speedup_chart(rows, png_path, f"Binary layer vs torch float32 (steady) — {cpu}")
+        thread_scaling_chart(rows, threads_png, f"Binary layer vs torch float32 by thread count — {cpu}")
+        peer_speedup_chart(rows, peers_png, f"Binary layer vs each peer — {cpu}", lambda r: r["shape"],
+                           {"torch fp32": "speedup_vs_conv", **peer_ratio_keys()})  # fmt: skip
+        write_metrics(metrics_path, summary)
         pngs = [png_path, threads_png, peers_png]
         run.record(mlflow_metrics(rows, summary), None, [metrics_path, csv_path, *pngs])
     print_table(rows, summary["popcount_limit_gops_per_core"])

@@ -24,15 +24,15 @@ def main(cfg: DictConfig) -> None:
     csv_path, png_path = plots / "bench_network.csv", plots / "bench_network.png"
     peers_png = plots / "bench_network_peers.png"
     cpu = summary["machine"]["cpu"]
-    write_csv(rows, csv_path)
-    network_speedup_chart(
-        rows, png_path, f"XNOR networks on the engine vs torch float32 — {summary['machine']['cpu']}"
-    )
-    ratios = {"torch fp32": "speedup", **peer_ratio_keys()}
-    peer_speedup_chart(rows, peers_png, f"XNOR networks on the engine vs each peer — {cpu}",
-                       lambda r: f"{r['network']} b{r['batch']}", ratios)  # fmt: skip
-    write_metrics(metrics_path, summary)
-    with stage_run(cfg, "bench_network", "bench_network") as run:
+    with stage_run(cfg, "bench_network", "bench_network") as run:  # before the outputs
+        write_csv(rows, csv_path)
+        network_speedup_chart(
+            rows, png_path, f"XNOR networks on the engine vs torch float32 — {summary['machine']['cpu']}"
+        )
+        ratios = {"torch fp32": "speedup", **peer_ratio_keys()}
+        peer_speedup_chart(rows, peers_png, f"XNOR networks on the engine vs each peer — {cpu}",
+                           lambda r: f"{r['network']} b{r['batch']}", ratios)  # fmt: skip
+        write_metrics(metrics_path, summary)
         run.record(mlflow_metrics(summary), None, [metrics_path, csv_path, png_path, peers_png])
     print_rows(rows, summary)
 

@@ -51,21 +51,21 @@ def main(cfg: DictConfig) -> None:
     check_finite_state(net.state_dict(), ckpt)
     check_architecture(net, engine.model.architecture, input_shape(cfg), packed_path, variant)
 
-    dm = build_datamodule(cfg)
-    dm.setup()
-    x = np.ascontiguousarray(dm.test_set.x.numpy())  # (N, C, H, W) normalized float32
-    ours = batched(engine, x, e.batch_size)
-    theirs = batched(lambda b: torch_logits(net, b), x, e.batch_size)
-    metrics = {"variant": variant, **agreement(ours, theirs, dm.test_set.y.numpy(), e.tie_tolerance)}
-    rows = memory_table(engine.model)
-    metrics.update(memory_metrics(rows, engine.model, net, packed_path))
-    metrics.update({"batch_size": e.batch_size, "threads": threads})
-    metrics.update(time_engine_vs_torch(engine, net, x[: e.batch_size], threads, e.warmup, e.repeats))
-    if e.nin.enabled:
-        metrics.update(nin_speed(threads, e.nin.batch_size, e.warmup, e.nin.repeats))
-
-    reports = write_memory_reports(rows, Path("reports") / f"memory_{variant}")
+    # the run opens once the inputs are proved and before any output is written
     with stage_run(cfg, f"evaluate-{variant}", f"evaluate@{variant}", variant=variant) as run:
+        dm = build_datamodule(cfg)
+        dm.setup()
+        x = np.ascontiguousarray(dm.test_set.x.numpy())  # (N, C, H, W) normalized float32
+        ours = batched(engine, x, e.batch_size)
+        theirs = batched(lambda b: torch_logits(net, b), x, e.batch_size)
+        metrics = {"variant": variant, **agreement(ours, theirs, dm.test_set.y.numpy(), e.tie_tolerance)}
+        rows = memory_table(engine.model)
+        metrics.update(memory_metrics(rows, engine.model, net, packed_path))
+        metrics.update({"batch_size": e.batch_size, "threads": threads})
+        metrics.update(time_engine_vs_torch(engine, net, x[: e.batch_size], threads, e.warmup, e.repeats))
+        if e.nin.enabled:
+            metrics.update(nin_speed(threads, e.nin.batch_size, e.warmup, e.nin.repeats))
+        reports = write_memory_reports(rows, Path("reports") / f"memory_{variant}")
         run.record(metrics, Path(cfg.paths.metrics_dir) / f"packed_{variant}.json", reports)
     print(markdown_table(rows))
     print(", ".join(f"{k}={v}" for k, v in metrics.items()))

@@ -16,8 +16,8 @@ from xnornet.tracking import stage_run
 @stage_main("data", "paths.data_dir", "logger", writes=("paths.data_dir",))
 def main(cfg: DictConfig) -> None:
     splits = fetch_dataset(cfg.data)
-    write_splits(splits, Path(cfg.paths.data_dir))
-    with stage_run(cfg, "fetch", "fetch", dataset=cfg.data.name) as run:
+    with stage_run(cfg, "fetch", "fetch", dataset=cfg.data.name) as run:  # before the output
+        write_splits(splits, Path(cfg.paths.data_dir))
         run.record({f"n_{split}": len(labels) for split, (_, labels) in splits.items()})
     for split, (images, labels) in splits.items():
         print(f"{split}: {images.shape} images, class counts {np.bincount(labels).tolist()}")

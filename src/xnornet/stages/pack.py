@@ -25,17 +25,18 @@ def main(cfg: DictConfig) -> None:
     ckpt = Path(cfg.paths.models_dir) / f"{variant}.ckpt"
     net = load_trained_net(cfg, ckpt)
     check_finite_state(net.state_dict(), ckpt)
-    packed = pack_network(net, input_shape(cfg), variant=variant, network=cfg.net._target_)
-    save_packed(packed, out)
-    try:
-        load_packed(out)  # verify what was written
-    except XnornetError:
-        out.unlink(missing_ok=True)  # a file that does not read back is no output
-        raise
-    float_bytes = float_state_bytes(net)
-    metrics = {"packed_bytes": out.stat().st_size, "float_bytes": float_bytes,
-               "compression": round(float_bytes / out.stat().st_size, 2)}  # fmt: skip
-    with stage_run(cfg, f"pack-{variant}", f"pack@{variant}", variant=variant) as run:
+    shape = input_shape(cfg)
+    with stage_run(cfg, f"pack-{variant}", f"pack@{variant}", variant=variant) as run:  # before the output
+        packed = pack_network(net, shape, variant=variant, network=cfg.net._target_)
+        save_packed(packed, out)
+        try:
+            load_packed(out)  # verify what was written
+        except XnornetError:
+            out.unlink(missing_ok=True)  # a file that does not read back is no output
+            raise
+        float_bytes = float_state_bytes(net)
+        metrics = {"packed_bytes": out.stat().st_size, "float_bytes": float_bytes,
+                   "compression": round(float_bytes / out.stat().st_size, 2)}  # fmt: skip
         run.record(metrics, None, [out])
     print(f"{out}: {metrics['packed_bytes']} bytes ({metrics['compression']}× smaller than float32)")
 

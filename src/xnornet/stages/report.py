@@ -40,10 +40,10 @@ def main(cfg: DictConfig) -> None:
             "![bench_network](../plots/bench_network.png)", ""]  # fmt: skip
     out = Path("reports") / "results.md"
     curves = out.with_name("train_curves.png")
-    curves_png(plots, curves, VARIANTS)
-    with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(text))
-    with stage_run(cfg, "report", "report") as run:
+    with stage_run(cfg, "report", "report") as run:  # before the outputs
+        curves_png(plots, curves, VARIANTS)
+        with atomic_path(out) as tmp:
+            tmp.write_text("\n".join(text))
         run.record({}, None, [out, curves])
     print("\n".join(text))
 

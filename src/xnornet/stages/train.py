@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
 from xnornet.builders import build_datamodule, build_logger, build_module, build_net, build_trainer
 from xnornet.nn.distributed import test_metrics
@@ -15,7 +16,7 @@ from xnornet.nn.epoch_history import EpochHistory
 from xnornet.nn.layers import count_params
 from xnornet.nn.resume import ResumeState, config_digest, discard, resumable
 from xnornet.stages import output_root, stage_main, sweep_suffix, torch_threads
-from xnornet.tracking import ensure_experiment, flat_params, log_datasets, record
+from xnornet.tracking import ending, open_run
 
 
 @stage_main(
@@ -44,42 +45,43 @@ def main(cfg: DictConfig) -> float | None:
     resume_path = root / cfg.train.checkpoint_dir / variant / "last.ckpt"
     digest = config_digest(cfg, [path for _, path, _ in datamodule.sources()])
     resume = resumable(resume_path, digest) if cfg.train.resume else None
-    ensure_experiment(cfg)
     run_name, stage = f"train-{variant}{sweep_suffix()}", f"train@{variant}"
-    run_id = resume["mlflow_run_id"] if resume else None
-    logger = build_logger(cfg, run_name, stage, run_id=run_id, variant=variant)
-    if logger.run_id != run_id:  # a new run; a continued one has its params and inputs already
-        logger.log_hyperparams(flat_params(cfg))
-        log_datasets(logger.experiment, logger.run_id, datamodule.sources())
+    # the run opens before any output is written; on DDP only rank 0 has one
+    run = None
+    if rank_zero_only.rank == 0:
+        resume_id = resume["mlflow_run_id"] if resume else None
+        run = open_run(cfg, run_name, stage, resume_id, datamodule.sources(), variant=variant)
+    logger = build_logger(cfg, run)
     history = EpochHistory()
     resume_state = [ResumeState(resume_path, digest)] if cfg.train.resume else []
     trainer = build_trainer(cfg, logger=logger, callbacks=[history, *resume_state])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path if resume else None, weights_only=True)
-    test = test_metrics(trainer, module, datamodule)
-    out = {"ckpt": root / cfg.paths.models_dir / f"{variant}.ckpt",
-           "curve": root / cfg.paths.plots_dir / f"train_{variant}.csv",
-           "metrics": root / cfg.paths.metrics_dir / f"train_{variant}.json"}  # fmt: skip
-    # the network and loops, no optimizer; atomic. Every rank calls it (a barrier), rank 0 writes
-    trainer.save_checkpoint(out["ckpt"], weights_only=True)
-    if not trainer.is_global_zero:  # DDP: rank 0 alone writes outputs and logs
-        return None
-    history.write_csv(out["curve"])
-    total, binary = count_params(net)
-    epochs = trainer.current_epoch
-    metrics = {
-        "variant": variant,
-        "test_acc": round(float(test["test_acc"]), 6),
-        "test_top5": round(float(test["test_top5"]), 6),
-        "val_acc": round(history.rows[-1]["val_acc"], 6),
-        "epochs": epochs,
-        "train_seconds": round(history.seconds, 2),
-        "seconds_per_epoch": round(history.seconds / max(epochs, 1), 2),
-        "params_total": total,
-        "params_binary": binary,
-        "threads": torch.get_num_threads(),
-    }
-    record(logger.experiment, logger.run_id, metrics, out["metrics"], [out["ckpt"], out["curve"]])
-    logger.finalize("success")
+    with ending(run, stage):
+        ckpt_path = resume_path if resume else None
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        test = test_metrics(trainer, module, datamodule)
+        out = {"ckpt": root / cfg.paths.models_dir / f"{variant}.ckpt",
+               "curve": root / cfg.paths.plots_dir / f"train_{variant}.csv",
+               "metrics": root / cfg.paths.metrics_dir / f"train_{variant}.json"}  # fmt: skip
+        # the network and loops, no optimizer; atomic. Every rank calls it (a barrier), rank 0 writes
+        trainer.save_checkpoint(out["ckpt"], weights_only=True)
+        if not trainer.is_global_zero:  # DDP: rank 0 alone writes outputs and logs
+            return None
+        history.write_csv(out["curve"])
+        total, binary = count_params(net)
+        epochs = trainer.current_epoch
+        metrics = {
+            "variant": variant,
+            "test_acc": round(float(test["test_acc"]), 6),
+            "test_top5": round(float(test["test_top5"]), 6),
+            "val_acc": round(history.rows[-1]["val_acc"], 6),
+            "epochs": epochs,
+            "train_seconds": round(history.seconds, 2),
+            "seconds_per_epoch": round(history.seconds / max(epochs, 1), 2),
+            "params_total": total,
+            "params_binary": binary,
+            "threads": torch.get_num_threads(),
+        }
+        run.record(metrics, out["metrics"], [out["ckpt"], out["curve"]])
     discard(resume_path)  # the run is complete: a rerun trains afresh rather than resuming a finished run
     print(f"{variant}: test_acc={metrics['test_acc']:.4f} ({epochs} epochs, {history.seconds:.0f} s)")
     return metrics["val_acc"]
