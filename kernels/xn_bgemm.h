@@ -181,7 +181,7 @@ static xn_block_fn xn_block_for(int isa) {
  * layers at batch 1: 9 blocks of 6 rows) or not many more (uneven shares); so N is split as well
  * until each thread has about 4 tiles, and the shares are even or many. Consecutive tiles share
  * their row block. One thread, or enough row blocks: one group, the plain row split. The threads
- * claim tiles one at a time (xn_team.h), so a thread that comes late or is preempted leaves its
+ * claim tiles in chunks (xn_team.h), so a thread that comes late or is preempted leaves its
  * tiles to the others instead of holding the call up. */
 static inline int64_t xn_panel_groups(int64_t blocks, int64_t n, int threads) {
     const int64_t npanels = (n + XN_NR - 1) / XN_NR;
@@ -218,12 +218,13 @@ static void xn_bgemm(int isa, const uint64_t *a, int64_t m, const uint64_t *pane
     xn_team_call call;
     xn_team_begin(&call, threads, 1);
     const int64_t groups = xn_panel_groups(blocks, n, call.team), tiles = blocks * groups;
+    const int64_t chunk = xn_team_chunk(tiles, call.team);
     const xn_arows A = xn_explicit_rows(a, words);
 #pragma omp parallel num_threads(call.team) if (call.team > 1)
     {
         const int64_t t0 = xn_team_now(&call);
         int64_t mine = 0;
-#pragma omp for schedule(dynamic) nowait
+#pragma omp for schedule(dynamic, chunk) nowait
         for (int64_t t = 0; t < tiles; ++t) {
             xn_bgemm_tile(block, mr, &A, m, panels, n, words, e, groups, t);
             ++mine;

@@ -88,7 +88,7 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
     ep.emit_halfwords = ep.emit_bits && n % 16 == 0 && ep.emit_row_words * 64 == ep.emit_pixels * n;
     ep.emit_atomic = ep.emit_bits && !ep.emit_halfwords ? xn_emit_shared(n, groups, team) : 0;
     const int64_t emit_streams = ep.emit_bits && !ep.emit_halfwords ? m / ep.emit_pixels : 0;
-    const int64_t pack_chunk = xn_team_chunk(io->rows, team);
+    const int64_t pack_chunk = xn_team_chunk(io->rows, team), tile_chunk = xn_team_chunk(tiles, team);
     const int64_t row_chunk = g ? xn_team_chunk(table_rows ? table_rows : g->batch * g->ho, team) : 1;
     /* Every step's work is claimed in chunks (xn_team.h), and each thread times only its loops:
      * the barriers between the steps are waits, not work. */
@@ -127,7 +127,7 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
 #pragma omp barrier
             t0 = xn_team_now(&call);
         }
-#pragma omp for schedule(dynamic) nowait
+#pragma omp for schedule(dynamic, tile_chunk) nowait
         for (int64_t t = 0; t < tiles; ++t) {
             xn_bgemm_tile(block, mr, &A, m, panels, n, words, &ep, groups, t);
             ++mine;
