@@ -161,7 +161,7 @@ def add_busy_core(
     if threads < 2:
         summary["busy_core"] = {"skipped": f"{threads} core: no second thread to hold up"}
         return
-    rounds, seed = int(config.get("rounds", 5)), int(config.get("seed", 0))
+    rounds, seed = int(config.get("rounds", 9)), int(config.get("seed", 0))
     settle = float(config.get("settle", 0.2))
     summary["busy_core"] = {"threads": threads, "isa": isa, "rounds": rounds, "busy_process": SPIN}
     for shape in shapes:
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("shapes", nargs="*", help="shape names of conf/bench (default: all)")
     parser.add_argument("--config", type=Path, default=CONFIG, help="a conf/bench YAML file")
     parser.add_argument("--threads", type=int, default=usable_cores())
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of each phase")
     parser.add_argument("--repeat", type=int, default=1, help="measure every shape this many times")
     parser.add_argument("--fixed", action="store_true", help="also time with the back-off off (fixed teams)")
     parser.add_argument("--json", type=Path, help="write every record here")
