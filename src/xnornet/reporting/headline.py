@@ -6,7 +6,8 @@ plain outputs that the report reads. Every value is copied or picked from them, 
 here, so the headline can never disagree with reports/results.md.
 
 Keys are grouped by what they describe (DVC flattens them to ``xnor.faster``); ratios are
-"× torch float32" on the same machine, so a bigger number is always better.
+"× torch float32" on the same machine (``vs_ov_*``: × the OpenVINO peer), so a bigger number is
+always better.
 """
 
 from __future__ import annotations
@@ -48,10 +49,15 @@ def headline(metrics: Path) -> dict[str, dict[str, float]]:
     limits = [s["layer_pct_of_limit"] for s in shapes]
     out["layer"] = {"faster_min": min(speedups), "faster_max": max(speedups),
                     "pct_limit_min": min(limits), "pct_limit_max": max(limits)}  # fmt: skip
+    vs_binary = [s["speedup_vs_openvino_binary"] for s in shapes if "speedup_vs_openvino_binary" in s]
+    if vs_binary:  # the peer a binary-network user would deploy instead (absent without OpenVINO)
+        out["layer"]["vs_ov_binary_min"] = min(vs_binary)
     networks = load(metrics / "bench_network.json")
     best = networks["machine"]["best_isa"]
     for name, net in networks["networks"].items():  # largest batch, 1 thread, best ISA path
         rows = [r for r in net["by_path"].values() if r["isa"] == best and r["threads"] == 1]
         top = max(rows, key=lambda r: r["batch"])
         out[name] = {"faster": top["speedup"], "smaller": net["compression"]}
+        if "speedup_vs_openvino_int8" in top:  # the float network quantized to int8 in OpenVINO
+            out[name]["vs_ov_int8"] = top["speedup_vs_openvino_int8"]
     return out

@@ -210,3 +210,61 @@ def paper_table(metrics: Path) -> list[str]:
         "\n(seed 0; `xnornet train model=<variant> +experiment=paper`, DVC stage paper@<variant>, frozen)"
     )
     return lines
+
+
+PEER_NAMES = {"torch_int8": "torch int8", "openvino_fp32": "OpenVINO fp32", "openvino_int8": "OpenVINO int8",
+              "openvino_binary": "OpenVINO binary"}  # fmt: skip
+
+
+def _peer_cells(row: dict, suffix: str) -> list[str]:
+    return [f"{row[f'{p}{suffix}']} ({row[f'speedup_vs_{p}']}×)" if f"speedup_vs_{p}" in row else "–"
+            for p in PEER_NAMES]  # fmt: skip
+
+
+def peer_layer_table(metrics: Path) -> list[str]:
+    """Each bench shape's binary layer against every peer a user could run instead, 1 thread, and
+    the busy-core ratio (N threads over 1 with another process spinning on a core)."""
+    b = load(metrics / "bench.json")
+    lines = ["| shape | xnornet ms | torch fp32 ms (×) | " + " | ".join(f"{n} ms (×)" for n in PEER_NAMES.values())
+             + " | busy core: N thr / 1 thr |", "|---" * (4 + len(PEER_NAMES)) + "|"]  # fmt: skip
+    for name, r in b["shapes"].items():
+        lines.append(f"| {name} | {r['binary_layer_ms']} | {r['torch_conv_ms']} ({r['speedup_vs_conv']}×) | "
+                     + " | ".join(_peer_cells(r, "_ms")) + f" | {r.get('busy_core_ratio', '–')} |")  # fmt: skip
+    skipped = {k: v for k, v in b.get("peers", {}).get("status", {}).items() if v != "timed"}
+    lines.append("\n(×: the peer's time over ours, above 1 means xnornet is faster. "
+                 + (f"Skipped: {skipped}. " if skipped else "") + b.get("protocol", "") + ")")  # fmt: skip
+    return lines
+
+
+def peer_network_table(metrics: Path) -> list[str]:
+    """Whole networks, ms per image, on the engine against torch fp32 and the OpenVINO peers."""
+    b = load(metrics / "bench_network.json")
+    isa = b["machine"]["best_isa"]
+    ov = [p for p in PEER_NAMES if p.startswith("openvino")]
+    lines = ["| network | batch | threads | xnornet ms/image | torch fp32 (×) | "
+             + " | ".join(f"{PEER_NAMES[p]} (×)" for p in ov) + " |", "|---" * (5 + len(ov)) + "|"]  # fmt: skip
+    for name, n in b["networks"].items():
+        for r in n["by_path"].values():
+            if r["isa"] == isa:
+                cells = [f"{r[f'{p}_ms_per_image']} ({r[f'speedup_vs_{p}']}×)" if f"speedup_vs_{p}" in r else "–"
+                         for p in ov]  # fmt: skip
+                lines.append(f"| {name} | {r['batch']} | {r['threads']} | {r['engine_ms_per_image']} "
+                             f"| {r['torch_ms_per_image']} ({r['speedup']}×) | " + " | ".join(cells) + " |")  # fmt: skip
+    skipped = {k: v for k, v in b.get("peers", {}).get("status", {}).items() if v != "timed"}
+    lines.append("\n(OpenVINO int8: the float network quantized by NNCF's post-training quantization on the "
+                 "calibration inputs; OpenVINO binary: this project's export of the same packed XNOR network. "
+                 + (f"Skipped: {skipped}. " if skipped else "") + "Protocol: " + b.get("protocol", "") + ")")  # fmt: skip
+    return lines
+
+
+def lenet_peers_table(metrics: Path) -> list[str]:
+    """LeNet-5 on the 10,000 MNIST test images: accuracy, speed and size per runtime."""
+    from xnornet.peers.lenet_table import markdown  # the peers stage's own rendering of its rows
+
+    p = load(metrics / "peers_lenet.json")
+    lines = [markdown(p["rows"]), ""]
+    if p.get("skipped"):
+        lines.append(f"Skipped: {p['skipped']}.")
+    lines.append(f"(batch {p['batch_size']}, {p['test_images']:,} test images; {p['protocol']}. "
+                 "engine_*: the packed file on the XNOR-popcount engine; openvino_bwn/xnor: its OpenVINO export.)")  # fmt: skip
+    return lines

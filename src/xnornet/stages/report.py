@@ -13,10 +13,13 @@ from xnornet.reporting.tables import (
     ablation_table,
     accuracy_table,
     bench_table,
+    lenet_peers_table,
     machine_line,
     network_table,
     packed_table,
     paper_table,
+    peer_layer_table,
+    peer_network_table,
     seed_table,
 )
 from xnornet.stages import stage_main
@@ -34,10 +37,16 @@ def main(cfg: DictConfig) -> None:
             "### The anchors' 60-epoch recipe", "", *paper_table(metrics), "",
             "### Ablations: what each idea from the notes buys", "", *ablation_table(metrics), "",
             "## Packed models run by the XNOR-popcount engine (batch 256)", "", *packed_table(metrics), "",
+            "### Accuracy, speed and size against what an x86 user deploys (LeNet-5, MNIST)", "",
+            *lenet_peers_table(metrics), "",
             "## Binary layer vs torch float32 conv", "", *bench_table(metrics), "",
             "![bench](../plots/bench.png)", "", "![bench by threads](../plots/bench_threads.png)", "",
+            "### The same layers against the x86 peers (1 thread)", "", *peer_layer_table(metrics), "",
+            "![bench peers](../plots/bench_peers.png)", "",
             "## The paper's networks, whole: XNOR on the engine vs torch float32", "", *network_table(metrics), "",
-            "![bench_network](../plots/bench_network.png)", ""]  # fmt: skip
+            "![bench_network](../plots/bench_network.png)", "",
+            "### The same networks against the x86 peers", "", *peer_network_table(metrics), "",
+            "![bench_network peers](../plots/bench_network_peers.png)", ""]  # fmt: skip
     out = Path("reports") / "results.md"
     curves = out.with_name("train_curves.png")
     with stage_run(cfg, "report", "report") as run:  # before the outputs
