@@ -5,7 +5,7 @@ On a laptop or a shared server some other process usually holds a core. An N-thr
 threads wait for each other then waits for the one that shares a core with that process, and
 can be far slower than one thread (before kernels/xn_team.h: 16 ms against 0.25 ms on 2 Zen 4
 cores). The figures that matter are ratios within one phase, both thread counts timed in the
-same rounds (benchmark.timing): ``busy_core_ratio`` = N-thread / 1-thread time with the core
+same rounds (``time_threads``): ``busy_core_ratio`` = N-thread / 1-thread time with the core
 busy (the kernel's promise: at most 1.3), and ``quiet_thread_speedup`` = 1-thread / N-thread
 time without it (what the all-core figures keep).
 
@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +40,7 @@ import yaml
 
 from xnornet.benchmark.layer import binary_fns
 from xnornet.benchmark.shapes import LayerShape
-from xnornet.benchmark.timing import time_steady, with_isa
+from xnornet.benchmark.timing import with_isa
 from xnornet.kernels.isa import ENV_VAR
 from xnornet.kernels.team import fixed_teams, reset_teams, team_counts
 from xnornet.machine import cpu_fields, usable_cores
@@ -69,22 +71,31 @@ def time_threads(
     warmup: float = 0.05,
     min_sample: float = 0.02,
 ) -> dict[str, float]:
-    """Milliseconds per call of the layer at 1 and ``threads`` threads, timed in the same rounds
-    (steady protocol: back-to-back calls, median over rounds).
-
-    The team back-off is reset first, so a phase does not inherit what the last one learned,
-    then each call runs back to back for ``warmup`` seconds: the steady protocol sizes its
-    samples from one call, which must not be the first held-up one. Samples of ``min_sample``
-    seconds hold many calls, so the occasional probe of a busy core is in them at its own rate.
-    """
+    """Milliseconds per call of the layer at 1 and ``threads`` threads, timed in the same rounds:
+    the steady protocol of benchmark.timing (each sample back-to-back calls, rounds alternating,
+    median over rounds), with the calls per sample sized from ``warmup`` seconds of calls, not
+    from one: with a core busy a single call can be a held-up one, 10-100x the others, and the
+    samples would hold one call each, left to the luck of the scheduler. Samples of
+    ``min_sample`` seconds hold many calls, so the occasional probe of a busy core is in them at
+    its own rate. The team back-off is reset first: a phase does not inherit the last one's."""
     reset_teams()
     fns = {str(t): layer_at(t) for t in sorted({1, threads})}
-    for fn in fns.values():
-        end = time.perf_counter() + warmup
-        fn()
-        while time.perf_counter() < end:
+    reps = {}
+    for name, fn in fns.items():
+        times, end = [], time.perf_counter() + warmup
+        while len(times) < 3 or time.perf_counter() < end:
+            start = time.perf_counter()
             fn()
-    return {t: 1e3 * s for t, s in time_steady(fns, rounds, lambda: None, min_sample).items()}
+            times.append(time.perf_counter() - start)
+        reps[name] = max(1, math.ceil(min_sample / max(statistics.median(times), 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / reps[name])
+    return {name: 1e3 * statistics.median(s) for name, s in samples.items()}
 
 
 def busy_core_ratios(
