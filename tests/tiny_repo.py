@@ -35,6 +35,7 @@ NETWORK_BENCH_EDITS = [
     ("repeats: 3", "repeats: 1"),
     ("batch_size: 16", "batch_size: 2"),
     ("agreement_inputs: 64", "agreement_inputs: 2"),
+    ("peers: all", "peers: []"),  # NNCF on ResNet-18 is a minute; tests/test_bench_peers.py covers them
 ]
 
 
