@@ -102,7 +102,11 @@ def test_peers_lenet_stage_writes_metrics_and_plot(models, tiny_data_dir, tmp_pa
     assert {r["runtime"] for r in metrics["rows"]} == set(RUNTIMES)
     for runtime in RUNTIMES:
         assert 0 <= metrics[f"{runtime}/test_acc"] <= 1 and metrics[f"{runtime}/ms_per_batch_t1"] > 0
-    assert (tmp_path / "plots" / "peers_lenet.csv").read_text().startswith("runtime,threads,batch,test_acc")
+    assert (
+        (tmp_path / "plots" / "peers_lenet.csv")
+        .read_text()
+        .startswith("runtime,threads,batch,layout,test_acc")
+    )
     assert "| engine_xnor |" in capsys.readouterr().out
 
 

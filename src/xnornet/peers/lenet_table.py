@@ -64,8 +64,9 @@ def lenet_table(
     warmup: int,
     repeats: int,
 ) -> tuple[list[dict], dict[str, str]]:
-    """Rows (runtime × thread count) of test_acc, ms_per_batch, file bytes; and the runtimes
-    skipped, with why. ``packed``: variant (bwn, xnor) → packed file."""
+    """Rows (runtime × thread count) of test_acc, ms_per_batch, file bytes and the memory layout it
+    ran in (torch: the faster of NCHW and channels-last); and the runtimes skipped, with why.
+    ``packed``: variant (bwn, xnor) → packed file."""
     x, y = test
     skipped: dict[str, str] = {}
     reason = unavailable_reason(PEER_PACKAGES)
@@ -90,7 +91,8 @@ def lenet_table(
                 job = {**base, "task": "run", "runtime": runtime, "file": str(files[runtime]),
                        "threads": threads, "batch": batch, "warmup": warmup, "repeats": repeats}  # fmt: skip
                 result = in_own_process(job, folder)
-                rows.append({"runtime": runtime, "threads": threads, "batch": batch,
+                layout = result.get("torch_layout", "nhwc" if runtime.startswith("engine") else "nchw")
+                rows.append({"runtime": runtime, "threads": threads, "batch": batch, "layout": layout,
                              "test_acc": result["test_acc"], "ms_per_batch": result["ms_per_batch"],
                              "file_bytes": size, "file_mb": round(size / 1e6, 4)})  # fmt: skip
     return rows, skipped
