@@ -141,7 +141,8 @@ def test_server_killed_mid_pack_the_packed_file_is_written_and_the_next_pack_rec
     err = capsys.readouterr().err
     (line,) = warnings_in(err)
     assert line.startswith(f"warning: pack@xnor: the MLflow store {server.uri} stopped answering")
-    assert "metrics packed_bytes, float_bytes, compression; artifacts xnor.packed; its end status" in line
+    missing = "metrics packed_bytes, float_bytes, compression; artifacts xnor.packed; "
+    assert missing + "the model xnornet-lenet5-xnor@pipeline; its end status" in line
     assert load_packed(out).tensors  # the output is complete
 
     monkeypatch.setattr(pack_module, "save_packed", real_save)
@@ -155,6 +156,8 @@ def test_server_killed_mid_pack_the_packed_file_is_written_and_the_next_pack_rec
     assert {"float_bytes", "compression"} <= set(done.data.metrics)
     assert "xnor.packed" in {a.path for a in MlflowClient(server.uri).list_artifacts(done.info.run_id)}
     assert done.data.tags["xnornet.owner_pid"] == str(os.getpid())
+    model = MlflowClient(server.uri).get_model_version_by_alias("xnornet-lenet5-xnor", "pipeline")
+    assert model.run_id == done.info.run_id  # the packed model, registered once the store is back
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from xnornet.builders import input_shape, load_trained_net
 from xnornet.errors import XnornetError
+from xnornet.model_registry import log_packed_model
 from xnornet.packed.file_format import load_packed, save_packed
 from xnornet.packed.inference_form import pack_network
 from xnornet.packed.memory import float_state_bytes
@@ -16,7 +17,7 @@ from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
 
-@stage_main("model", "net", "data.image_size", "paths.models_dir", "logger", "packed")
+@stage_main("model", "net", "data.image_size", "paths.models_dir", "logger", "packed", "datamodule")
 def main(cfg: DictConfig) -> None:
     variant = cfg.model.name
     if not cfg.model.binarization.weights:
@@ -38,6 +39,7 @@ def main(cfg: DictConfig) -> None:
         metrics = {"packed_bytes": out.stat().st_size, "float_bytes": float_bytes,
                    "compression": round(float_bytes / out.stat().st_size, 2)}  # fmt: skip
         run.record(metrics, None, [out])
+        log_packed_model(run, cfg, out)  # models:/xnornet-<net>-<variant>@pipeline
     print(f"{out}: {metrics['packed_bytes']} bytes ({metrics['compression']}× smaller than float32)")
 
 
