@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from xnornet.files import atomic_path
 from xnornet.reporting.charts import curves_png
+from xnornet.reporting.dashboard import flat_headline, log_figures, measured_tags
 from xnornet.reporting.tables import (
     VARIANTS,
     ablation_table,
@@ -49,11 +50,13 @@ def main(cfg: DictConfig) -> None:
             "![bench_network peers](../plots/bench_network_peers.png)", ""]  # fmt: skip
     out = Path("reports") / "results.md"
     curves = out.with_name("train_curves.png")
-    with stage_run(cfg, "report", "report") as run:  # before the outputs
+    figures = flat_headline(metrics)  # for mlflow ui (reporting.dashboard); a missing file fails here
+    with stage_run(cfg, "report", "report", **measured_tags(metrics)) as run:  # before the outputs
         curves_png(plots, curves, VARIANTS)
         with atomic_path(out) as tmp:
             tmp.write_text("\n".join(text))
         run.record({}, None, [out, curves])
+        log_figures(run, figures, metrics, plots)
     print("\n".join(text))
 
 
