@@ -42,8 +42,7 @@ cdef extern from "xnor_kernels.h" nogil:
         const xn_conv_geom *conv
         uint64_t *cols
 
-    int xn_conv_implicit(int64_t kh, int64_t kw, int64_t c)
-    int64_t xn_window_table_words(const xn_conv_geom *g)
+    void xn_conv_workspace(const xn_conv_geom *g, int64_t *rows, int64_t *words)
 
     int xn_cpu_isa()
     int xn_panel_width(int isa)
@@ -208,15 +207,16 @@ def pool_nhwc(const float[:, :, :, ::1] x, int64_t k, int64_t stride, int64_t pa
 
 
 def conv_workspace_shape(int64_t batch, int64_t h, int64_t c, int64_t kh, int64_t kw,
-                         int64_t stride, int64_t pad, int64_t ho, int64_t wo) -> tuple:
-    """The (rows, words) uint64 workspace LayerCall needs for this conv: the implicit
-    im2col's window table where the conv runs it (xn_conv_implicit), else the im2col matrix."""
+                         int64_t stride, int64_t pad, int64_t ho, int64_t wo, int64_t row_words) -> tuple:
+    """The (rows, words) uint64 workspace LayerCall needs for this conv (row_words: words of a
+    packed input row): the zero-padded input its GEMM reads in place (C a multiple of 64), the
+    implicit im2col's window table, or the im2col matrix (xn_conv_workspace)."""
     cdef xn_conv_geom g
-    cdef int64_t sw = (kw * c + 63) // 64
+    cdef int64_t rows, words
     g.batch, g.h, g.c, g.kh, g.kw, g.stride, g.pad, g.ho, g.wo = batch, h, c, kh, kw, stride, pad, ho, wo
-    if xn_conv_implicit(kh, kw, c):
-        return (xn_window_table_words(&g) // sw, sw)
-    return (batch * ho * wo, kh * sw)
+    g.row_words = row_words
+    xn_conv_workspace(&g, &rows, &words)
+    return (rows, words)
 
 
 cdef class LayerCall:
@@ -277,9 +277,10 @@ cdef class LayerCall:
                 self.g.ho, self.g.wo = conv
             self.g.row_words = self.io.row_words
             w2 = cols
-            if (w2.shape[0], w2.shape[1]) != conv_workspace_shape(*conv):
+            need = conv_workspace_shape(*conv, self.io.row_words)
+            if (w2.shape[0], w2.shape[1]) != need:
                 raise ValueError(f"cols has shape {(w2.shape[0], w2.shape[1])}, this conv needs "
-                                 f"{conv_workspace_shape(*conv)} (conv_workspace_shape)")
+                                 f"{need} (conv_workspace_shape)")
             self.io.conv = &self.g
             self.io.cols = &w2[0, 0]
             self.m = self.g.batch * self.g.ho * self.g.wo

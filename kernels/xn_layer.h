@@ -26,7 +26,8 @@ typedef struct {
     uint64_t *bits; /* (rows, row_words) */
     int64_t row_words;
     const xn_conv_geom *conv; /* NULL for a linear layer: the GEMM reads `bits` itself */
-    uint64_t *cols; /* a conv's window table (xn_conv_implicit), else its (M, words) im2col */
+    uint64_t *cols; /* a conv's workspace (xn_conv_workspace): its padded input read in place,
+                       its window table, or its (M, words) im2col */
 } xn_layer_io;
 
 /* Whether a conv runs the implicit im2col (xn_rows.h): always but for 1-row kernels, where the
@@ -35,9 +36,60 @@ static inline int xn_conv_implicit(int64_t kh, int64_t kw, int64_t c) {
     return kh > 1 && kh * ((kw * c + 63) / 64) <= XN_MAX_IMPLICIT_WORDS;
 }
 
-/* Words of the implicit im2col's window table: wo windows of every padded input row. */
-static inline int64_t xn_window_table_words(const xn_conv_geom *g) {
-    return g->batch * xn_padded_rows(g) * g->wo * ((g->kw * g->c + 63) / 64);
+/* Whether an implicit conv reads its rows in place (xn_rows.h): every pixel whole words (C a
+ * multiple of 64), so a window is a run of words of its input row, and the GEMM reads a copy of
+ * the packed input with `pad` zero pixels left and right and `pad` zero rows above and below each
+ * image instead of a table of every window (ResNet-18's 64 x 56 x 56 at batch 2: the table cost
+ * as much time as a tenth of the GEMM, and at batch 16 it left the L2). */
+static inline int xn_conv_in_place(const xn_conv_geom *g) {
+    return xn_conv_implicit(g->kh, g->kw, g->c) && g->c % 64 == 0;
+}
+
+/* Words of one padded input row read in place: row_words (W * C / 64) and pad pixels each side. */
+static inline int64_t xn_padded_row_words(const xn_conv_geom *g) {
+    return g->row_words + 2 * g->pad * (g->c / 64);
+}
+
+/* The (rows, words) uint64 workspace of a conv: the padded input it reads in place, the implicit
+ * im2col's window table (wo windows of every padded input row), or the explicit im2col matrix. */
+static inline void xn_conv_workspace(const xn_conv_geom *g, int64_t *rows, int64_t *words) {
+    const int64_t sw = (g->kw * g->c + 63) / 64;
+    if (xn_conv_in_place(g))
+        *rows = g->batch * xn_padded_rows(g), *words = xn_padded_row_words(g);
+    else if (xn_conv_implicit(g->kh, g->kw, g->c))
+        *rows = g->batch * xn_padded_rows(g) * g->wo, *words = sw;
+    else
+        *rows = g->batch * g->ho * g->wo, *words = g->kh * sw;
+}
+
+/* Where packed input row r = (b, ih) lies in the padded copy of xn_conv_in_place: past its
+ * row's left padding. */
+static inline uint64_t *xn_in_place_row(const xn_conv_geom *g, uint64_t *cols, int64_t r) {
+    const int64_t b = r / g->h, ih = r - b * g->h;
+    return cols + (b * xn_padded_rows(g) + g->pad + ih) * xn_padded_row_words(g) + g->pad * (g->c / 64);
+}
+
+/* The left and right zero padding of a row placed at `row` (xn_in_place_row). */
+static inline void xn_zero_row_sides(const xn_conv_geom *g, uint64_t *row) {
+    const size_t side = (size_t)(g->pad * (g->c / 64)) * sizeof(uint64_t);
+    if (!side) return;
+    memset(row - g->pad * (g->c / 64), 0, side);
+    memset(row + g->row_words, 0, side);
+}
+
+/* Row b * hp + ihp of the padded copy: zeros in a padding row; else, for packed input (`bits`
+ * given: a float input was packed into place already), input row ihp - pad copied into place. */
+static inline void xn_place_row(const uint64_t *bits, const xn_conv_geom *g, int64_t b, int64_t ihp,
+                                uint64_t *cols) {
+    const int64_t ih = ihp - g->pad;
+    if (ih < 0 || ih >= g->h) {
+        memset(cols + (b * xn_padded_rows(g) + ihp) * xn_padded_row_words(g), 0,
+               (size_t)xn_padded_row_words(g) * sizeof(uint64_t));
+    } else if (bits) {
+        uint64_t *row = xn_in_place_row(g, cols, b * g->h + ih);
+        memcpy(row, bits + (b * g->h + ih) * g->row_words, (size_t)g->row_words * sizeof(uint64_t));
+        xn_zero_row_sides(g, row);
+    }
 }
 
 /* Whether two threads' tiles can OR into one word of the emitted bits: rows of different row
@@ -67,9 +119,12 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
     const xn_conv_geom *g = io->conv;
     xn_arows A = xn_explicit_rows(g ? io->cols : io->bits, words);
     const int64_t table_rows = g && xn_conv_implicit(g->kh, g->kw, g->c) ? g->batch * xn_padded_rows(g) : 0;
+    const int in_place = table_rows && xn_conv_in_place(g);
     int64_t offsets[XN_MAX_IMPLICIT_WORDS]; /* read by every thread */
     if (table_rows) {
-        A.nseg = g->kh, A.seg_words = (g->kw * g->c + 63) / 64, A.seg_stride = g->wo * A.seg_words;
+        A.nseg = g->kh, A.seg_words = (g->kw * g->c + 63) / 64;
+        A.seg_stride = in_place ? xn_padded_row_words(g) : g->wo * A.seg_words;
+        A.col_step = in_place ? g->stride * (g->c / 64) : A.seg_words;
         A.ho = g->ho, A.wo = g->wo, A.hp = xn_padded_rows(g), A.stride = g->stride;
         xn_word_offsets(&A, offsets);
         A.off = offsets;
@@ -102,18 +157,23 @@ static void xn_layer_forward(int isa, const xn_layer_io *io, const uint64_t *pan
         }
         if (io->x) {
 #pragma omp for schedule(dynamic, pack_chunk) nowait
-            for (int64_t r = 0; r < io->rows; ++r) {
+            for (int64_t r = 0; r < io->rows; ++r) { /* in place: straight into the padded copy */
+                uint64_t *dst = in_place ? xn_in_place_row(g, io->cols, r) : io->bits + r * io->row_words;
                 if (io->scale)
-                    affine(io->x + r * io->k, io->scale, io->shift, io->k, io->row_words,
-                           io->bits + r * io->row_words);
+                    affine(io->x + r * io->k, io->scale, io->shift, io->k, io->row_words, dst);
                 else
-                    pack(io->x + r * io->k, io->k, io->row_words, io->bits + r * io->row_words);
+                    pack(io->x + r * io->k, io->k, io->row_words, dst);
+                if (in_place) xn_zero_row_sides(g, dst);
             }
             work += xn_team_now(&call) - t0;
 #pragma omp barrier
             t0 = xn_team_now(&call);
         }
-        if (table_rows) {
+        if (in_place) {
+#pragma omp for schedule(dynamic, row_chunk) collapse(2) nowait
+            for (int64_t b = 0; b < g->batch; ++b)
+                for (int64_t ihp = 0; ihp < A.hp; ++ihp) xn_place_row(io->x ? NULL : io->bits, g, b, ihp, io->cols);
+        } else if (table_rows) {
 #pragma omp for schedule(dynamic, row_chunk) collapse(2) nowait
             for (int64_t b = 0; b < g->batch; ++b)
                 for (int64_t ihp = 0; ihp < A.hp; ++ihp)

@@ -11,6 +11,11 @@
  * words each (LeNet's conv2: restarting the loop per segment cost a fifth of its GEMM). Explicit
  * rows have no table (off NULL): word w at base + w.
  * The table is a third of an im2col matrix for a 3 x 3 conv (and less for 5 x 5).
+ * When every pixel is whole words (C a multiple of 64: ResNet, AlexNet, NIN), a window is a run of
+ * words of its input row, so there is no table at all: the rows are read in place in the packed
+ * input, stored with `pad` zero pixels on both sides and `pad` zero rows above and below each image
+ * (xn_layer.h, xn_conv_in_place), a row's base `col_step` = stride * C / 64 words from the next
+ * pixel's and its segments one padded input row (`seg_stride` words) apart.
  */
 #ifndef XN_ROWS_H
 #define XN_ROWS_H
@@ -26,13 +31,15 @@ typedef struct {
     const uint64_t *a; /* explicit: row m at a + m * seg_words; implicit: the window table */
     int64_t nseg;      /* segments per row: 1 for explicit rows, kh for a conv's windows */
     int64_t seg_words; /* words per segment */
-    int64_t seg_stride; /* words from one segment of a row to the next: wo * seg_words */
+    int64_t seg_stride; /* words from one segment of a row to the next, one (padded) input row:
+                           wo * seg_words in the table, (w + 2 pad) * C / 64 in place */
     int64_t ho, wo, hp, stride; /* implicit only: output size, padded input rows per image */
     const int64_t *off;         /* implicit only: nseg * seg_words word offsets, xn_word_offsets */
+    int64_t col_step; /* implicit only: words from output pixel ow's row to ow + 1's */
 } xn_arows;
 
 static inline xn_arows xn_explicit_rows(const uint64_t *a, int64_t words) {
-    xn_arows s = {a, 1, words, words, 1, 1, 1, 1, NULL};
+    xn_arows s = {a, 1, words, words, 1, 1, 1, 1, NULL, words};
     return s;
 }
 
@@ -54,7 +61,7 @@ static inline void xn_row_bases(const xn_arows *s, int64_t m0, int64_t rows, int
     const int64_t img = s->ho * s->wo;
     int64_t b = m0 / img, oh = (m0 - b * img) / s->wo, ow = m0 - b * img - oh * s->wo;
     for (int r = 0; r < rows; ++r) {
-        base[r] = s->a + ((b * s->hp + oh * s->stride) * s->wo + ow) * s->seg_words;
+        base[r] = s->a + (b * s->hp + oh * s->stride) * s->seg_stride + ow * s->col_step;
         if (++ow == s->wo) {
             ow = 0;
             if (++oh == s->ho) oh = 0, ++b;

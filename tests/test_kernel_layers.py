@@ -73,17 +73,28 @@ CONV_CASES = [
     (2, 10, 11, 3, 5, 3, 3, 1),  # stride 3: window-table rows that no output row reads
     (1, 4, 3, 7, 6, 4, 1, 3),  # even kernel, padding wider than the image: whole zero segments
     (1, 3, 3, 7300, 3, 3, 1, 1),  # 1029-word rows: the explicit im2col (xn_conv_implicit)
+    # C a multiple of 64: rows read in place in the zero-padded input (xn_conv_in_place)
+    (3, 10, 9, 64, 64, 3, 1, 1),  # ResNet-18's K = 576, N = 64, odd batch
+    (3, 11, 10, 64, 64, 3, 2, 1),  # stride 2: an input column and row no window reads
+    (1, 9, 8, 64, 63, 3, 1, 1),  # N = 63 beside it
+    (2, 8, 8, 63, 64, 3, 1, 1),  # C = 63 (K = 567) beside it: the window table
+    (2, 5, 6, 128, 17, 3, 1, 2),  # two words a pixel, padding 2
+    (1, 4, 3, 64, 6, 4, 1, 3),  # even kernel, padding wider than the image: whole zero segments
 ]
 
 
 def test_convs_run_the_implicit_im2col_but_for_1x1_kernels_and_very_long_rows():
-    """The workspace is the window table (one kw-window per output column of every input row,
-    padding rows included) for a k×k kernel, the im2col matrix for 1×1 and over-long rows."""
-    # (batch, h, c, kh, kw, stride, pad, ho, wo)
-    assert _xnor.conv_workspace_shape(64, 12, 20, 5, 5, 1, 0, 8, 8) == (64 * 12 * 8, 2)
-    assert _xnor.conv_workspace_shape(2, 14, 256, 3, 3, 1, 1, 14, 14) == (2 * 16 * 14, 12)
-    assert _xnor.conv_workspace_shape(3, 6, 1, 1, 1, 1, 0, 6, 5) == (3 * 6 * 5, 1)
-    assert _xnor.conv_workspace_shape(1, 3, 7300, 3, 3, 1, 1, 3, 3) == (9, 3 * 343)
+    """The workspace is the zero-padded input for a k×k kernel whose pixels are whole words (the
+    rows are read in place), the window table (one kw-window per output column of every input
+    row, padding rows included) for other k×k kernels, the im2col matrix for 1×1 and over-long
+    rows."""
+    # (batch, h, c, kh, kw, stride, pad, ho, wo, row_words)
+    assert _xnor.conv_workspace_shape(64, 12, 20, 5, 5, 1, 0, 8, 8, 4) == (64 * 12 * 8, 2)
+    assert _xnor.conv_workspace_shape(2, 14, 256, 3, 3, 1, 1, 14, 14, 56) == (2 * 16, 16 * 4)
+    assert _xnor.conv_workspace_shape(2, 56, 64, 3, 3, 2, 1, 28, 28, 56) == (2 * 58, 58)
+    assert _xnor.conv_workspace_shape(2, 14, 63, 3, 3, 1, 1, 14, 14, 14) == (2 * 16 * 14, 3)
+    assert _xnor.conv_workspace_shape(3, 6, 1, 1, 1, 1, 0, 6, 5, 1) == (3 * 6 * 5, 1)
+    assert _xnor.conv_workspace_shape(1, 3, 7300, 3, 3, 1, 1, 3, 3, 343) == (9, 3 * 343)
 
 
 @pytest.mark.parametrize("case", CONV_CASES)

@@ -250,7 +250,7 @@ class BinaryConv2dLayer(_BinaryLayer):
         bits = None if packed else self.workspace.get("bits", (b * h, n_words(w * c)), np.uint64)
         scale, shift = (None, None) if packed else self._affine(w)
         geometry = (b, h, c, kh, kw, wt.stride, wt.padding, ho, wo)
-        cols = self.workspace.get("cols", _xnor.conv_workspace_shape(*geometry), np.uint64)
+        cols = self.workspace.get("cols", _xnor.conv_workspace_shape(*geometry, n_words(w * c)), np.uint64)
         out = self._out(m, n)
         emit = self._emit(b * ho, wo, n)
         if emit:
