@@ -10,7 +10,8 @@ The architecture is compiled once into a list of steps on channels-last (NHWC) a
   packed input bits directly (``emit_sign``); no float tensor and no sign-pack pass between them.
 - binary weights with float inputs (BWN): α·sign(W) is unpacked to float32 once, at load.
 - full-precision conv/linear: torch's float32 conv2d/linear, the ops the baseline runs too
-  (one thread pool: numpy's BLAS, whose idle threads spin, is not used).
+  (one thread pool: numpy's BLAS, whose idle threads spin, is not used); or, packed with
+  ``int8: true``, torch's quantized int8 conv/linear on its x86 engine (xnornet.packed.int8_ops).
   BatchNorm arrives folded or as thresholds (see inference_form).
 """
 
@@ -37,6 +38,7 @@ from xnornet.kernels import (
 )
 from xnornet.kernels.ops import bn_sign_pack, pool2d_nhwc
 from xnornet.packed.file_format import PackedModel, load_packed, unpack_weight_signs
+from xnornet.packed.int8_ops import Int8Layer, int8_conv, int8_linear
 
 Step = Callable[[np.ndarray], np.ndarray]
 
@@ -54,8 +56,11 @@ def weight_signs(model: PackedModel, i: int) -> np.ndarray:
 
 
 def float_weight(model: PackedModel, i: int) -> np.ndarray:
-    """Float weights of layer i: stored float32, or α·sign(W) unpacked from the bits (BWN)."""
+    """Float weights of layer i: stored float32, α·sign(W) unpacked from the bits (BWN), or an
+    int8 layer's weight_int8 · weight_scale."""
     spec, t = model.architecture[i], model.tensors
+    if spec.get("int8"):
+        return Int8Layer.from_tensors(t, i).dequantized_weight()
     if not spec["binary"]:
         return t[f"{i}.weight"]
     signs = weight_signs(model, i).astype(np.float32)
@@ -176,11 +181,12 @@ def sign_input(model: PackedModel, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def weight_step(
-    model: PackedModel, i: int, sign, threads: int | None, relu: bool, emit=None
+    model: PackedModel, i: int, sign, threads: int | None, relu: bool, emit=None, maxpool=None
 ) -> tuple[str, Step]:
     """Layer i (conv/linear): XNOR on the kernel when its input is binarized (``sign`` gives the
     per-channel scale/shift whose sign is packed, or PACKED), else a float op; a following ReLU
-    fused in; ``emit``: the next layer's scale/shift, whose sign it returns packed."""
+    fused in; ``emit``: the next layer's scale/shift, whose sign it returns packed; ``maxpool``:
+    an int8 conv's following max pool (kernel, stride, padding), pooled on its int8 output."""
     spec, op = model.architecture[i], model.architecture[i]["op"]
     suffix = "+relu" if relu else ""
     if spec["binary_input"]:
@@ -190,6 +196,12 @@ def weight_step(
         build = xnor_conv if op == "conv" else xnor_linear
         suffix += "+sign" if emit is not None else ""
         return f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu, emit)
+    if spec.get("int8"):
+        q = Int8Layer.from_tensors(model.tensors, i)
+        if op == "linear":
+            return f"{i}:int8_linear{suffix}", int8_linear(q, relu)
+        pooled = "+maxpool" if maxpool is not None else ""
+        return f"{i}:int8_conv{suffix}{pooled}", int8_conv(q, spec["stride"], spec["padding"], relu, maxpool)
     w, b = float_weight(model, i), model.tensors.get(f"{i}.bias")
     run = (
         float_conv(w, b, spec["stride"], spec["padding"], relu) if op == "conv" else float_linear(w, b, relu)
@@ -232,7 +244,8 @@ def compile_steps(model: PackedModel, threads: int | None, fuse_layers: bool = T
     that follows into the layer's own pass: BatchNorm → sign into the binary layer it feeds (which
     packs the sign itself), and after a conv, a residual ``add`` whose other branch is already
     computed (added in the GEMM's output transform) and a ReLU. When that BatchNorm → sign sits
-    between two XNOR layers of one kind, the first emits the second's packed input."""
+    between two XNOR layers of one kind, the first emits the second's packed input. An int8 conv
+    pools a max pool that follows it on its int8 output."""
     arch = model.architecture
     users = consumers(arch)
 
@@ -281,10 +294,19 @@ def compile_steps(model: PackedModel, threads: int | None, fuse_layers: bool = T
         if relu:
             out = k
             fused.add(k)
+        maxpool, k = None, only_user(out)
+        if (
+            arch[layer].get("int8")
+            and arch[layer]["op"] == "conv"
+            and len(inputs) == 1
+            and (k is not None and arch[k]["op"] == "maxpool")
+        ):
+            maxpool, out = (arch[k]["kernel"], arch[k]["stride"], arch[k]["padding"]), k  # pooled in int8
+            fused.add(k)
         emit = emitted_sign(layer, out)
         if emit is not None:
             emitted.add(out)
-        name, run = weight_step(model, layer, sign, threads, relu, emit)
+        name, run = weight_step(model, layer, sign, threads, relu, emit, maxpool)
         name += "+add" * (len(inputs) == 2)
         steps.append(NamedStep(name, run, inputs, out))
         computed.add(out)

@@ -7,7 +7,10 @@ the architecture (one spec per inference layer, see xnornet.packed.inference_for
 on load, so a truncated, corrupted or edited file is refused.
 
 Tensor names: ``<layer index>.<field>``; binary layers store ``weight_bits`` and ``alpha``
-(mean |W| per output filter), the rest their float32 parameters and BatchNorm statistics.
+(mean |W| per output filter), the rest their float32 parameters and BatchNorm statistics. A
+full-precision layer packed in int8 (spec ``int8: true``, optional, so files without it read as
+before) stores int8 weights and their quint8/qint8 grids instead of ``weight``
+(xnornet.packed.int8_ops).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def check_finite(tensors: dict[str, np.ndarray], where: str) -> None:
 
 def save_packed(model: PackedModel, path: Path) -> None:
     check_finite(model.tensors, f"{path} (packing)")
+    check_int8_scales(model.architecture, model.tensors, f"{path} (packing)")
     arch = json.dumps(model.architecture, sort_keys=True)
     info = json.dumps(model.info, sort_keys=True)
     metadata = {"format": FORMAT, "version": str(VERSION), "architecture": arch, "info": info,
@@ -93,6 +97,7 @@ LEAST = {  # op → integer field → its least value: the geometry the engine r
     **{op: {"channels": 1} for op in ("threshold", "scale", "affine")},
 }
 FLAGS = ("binary", "binary_input", "bias", "scale_activations")  # the booleans of conv and linear
+SCALES = ("weight_scale", "input_scale", "output_scale")  # an int8 layer's grids: each step > 0
 
 
 def check_spec(i: int, spec: dict) -> None:
@@ -110,6 +115,9 @@ def check_spec(i: int, spec: dict) -> None:
     for flag in FLAGS if op in ("conv", "linear") else ():
         if type(spec.get(flag)) is not bool:
             raise ValueError(f"layer {i} ({op}): {flag} must be true or false, got {spec.get(flag)!r}")
+    if "int8" in spec and (type(spec["int8"]) is not bool or op not in ("conv", "linear") or spec["binary"]):
+        raise ValueError(f"layer {i} ({op}): int8 must be true or false on a full-precision conv/linear, "
+                         f"got {spec['int8']!r}")  # fmt: skip
 
 
 def expected_tensors(arch: list[dict]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -126,6 +134,12 @@ def expected_tensors(arch: list[dict]) -> dict[str, tuple[tuple[int, ...], np.dt
             if spec["binary"]:
                 want[f"{i}.weight_bits"] = ((n_words(int(np.prod(shape))),), u64)
                 want[f"{i}.alpha"] = ((shape[0],), f32)
+            elif spec.get("int8", False):
+                u8, one = np.dtype(np.uint8), (1,)
+                want[f"{i}.weight_int8"] = (shape, np.dtype(np.int8))
+                want[f"{i}.weight_scale"] = ((shape[0],), f32)
+                for side in ("input", "output"):  # one quint8 grid each: scale and zero point
+                    want[f"{i}.{side}_scale"], want[f"{i}.{side}_zero_point"] = (one, f32), (one, u8)
             else:
                 want[f"{i}.weight"] = (shape, f32)
             if spec["bias"]:
@@ -182,4 +196,16 @@ def load_packed(path: Path | str) -> PackedModel:
         if spec["op"] in ("conv", "linear") and spec["binary"]:
             unpack_weight_signs(tensors[f"{i}.weight_bits"], spec, f"{path}: layer {i}")
     check_finite(tensors, str(path))
+    check_int8_scales(arch, tensors, str(path))
     return PackedModel(arch, tensors, info)
+
+
+def check_int8_scales(arch: list[dict], tensors: dict[str, np.ndarray], where: str) -> None:
+    """Every int8 grid step positive: a zero or negative scale would divide by zero or flip every
+    value when torch quantizes, and torch does not check it."""
+    for i, spec in enumerate(arch):
+        for field in SCALES if spec.get("int8") else ():
+            t = tensors[f"{i}.{field}"]
+            if not (t > 0).all():
+                raise XnornetError(f"{where}: {i}.{field} has {int((t <= 0).sum())} values <= 0; "
+                                   "expected positive int8 scales")  # fmt: skip

@@ -187,6 +187,8 @@ def pack_network(net: nn.Module, input_shape: tuple[int, ...], **info) -> Packed
 
 
 def check_architecture(net: nn.Module, architecture: list[dict], input_shape, path, variant: str) -> None:
-    """The packed file must be the inference form of the model this config trains."""
-    if pack_network(net, input_shape).architecture != architecture:
+    """The packed file must be the inference form of the model this config trains (its
+    full-precision layers in float32 or int8, a choice made when packing)."""
+    stored = [{k: v for k, v in spec.items() if k != "int8"} for spec in architecture]
+    if pack_network(net, input_shape).architecture != stored:
         raise XnornetError(f"{path}: its architecture is not the {variant} model of this config")

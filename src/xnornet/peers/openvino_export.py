@@ -9,7 +9,11 @@ file's inference layers, the same ones the engine runs, in NCHW:
 - binary weights on float inputs (BWN): a float Convolution/MatMul whose weights α·sign(W) are
   stored as 1-bit constants and decompressed at compile time, so the IR is as small as the bits;
 - full-precision layers as float32 (their folded BatchNorm with them), BatchNorm left as a
-  scale/affine as float32 Multiply/Add, pools, ReLU, flatten and residual adds as themselves.
+  scale/affine as float32 Multiply/Add, pools, ReLU, flatten and residual adds as themselves;
+  packed in int8 (xnornet.packed.int8_ops): the dequantized int8 weights, with FakeQuantize
+  (levels=256) at the stored quint8 grids on the input and on the output (before the ReLU, which
+  commutes with it, since 0 is on the grid), so OpenVINO sees what the engine computes and may
+  run it in int8 itself.
 
 The IR has a dynamic batch; OpenVINO's CPU BinaryConvolution needs a static one, so compile with
 ``compile_for_latency(model, threads, batch=N)`` (``load_openvino`` does).
@@ -29,7 +33,7 @@ import openvino.opset13 as ops
 
 from xnornet.errors import XnornetError
 from xnornet.files import atomic_path
-from xnornet.packed.engine import consumers, sign_input, weight_signs
+from xnornet.packed.engine import consumers, float_weight, sign_input, weight_signs
 from xnornet.packed.file_format import PackedModel, load_packed
 from xnornet.peers.openvino_binary import binary_conv, binary_linear, compile_for_latency, per_channel
 
@@ -52,7 +56,14 @@ def float_weight_node(model: PackedModel, i: int) -> ov.Node:
     spec, t = model.architecture[i], model.tensors
     if spec["binary"]:
         return decompressed_signs(weight_signs(model, i), t[f"{i}.alpha"])
-    return ops.constant(np.ascontiguousarray(t[f"{i}.weight"], dtype=np.float32))
+    return ops.constant(np.ascontiguousarray(float_weight(model, i), dtype=np.float32))
+
+
+def quint8_grid(x: Value, scale: np.ndarray, zero_point: np.ndarray) -> ov.Node:
+    """FakeQuantize onto torch's quint8 grid: (q − zero point)·scale for q in 0…255."""
+    s, z = float(scale[0]), int(zero_point[0])
+    low, high = ops.constant(np.float32(-z * s)), ops.constant(np.float32((255 - z) * s))
+    return ops.fake_quantize(x, low, high, low, high, 256)
 
 
 def float_layer(model: PackedModel, i: int, x: Value) -> ov.Node:
@@ -153,6 +164,9 @@ def packed_to_openvino(model: PackedModel) -> ov.Model:
                     src = values[arch[k]["inputs"][0]]
                     thr = tensors[f"{k}.threshold"] if kind == "threshold" else None
                     node = xnor_layer(model, i, src, sign_input(model, k) if kind == "affine" else None, thr)
+            elif op in ("conv", "linear") and spec.get("int8"):
+                x = quint8_grid(inputs[0], tensors[f"{i}.input_scale"], tensors[f"{i}.input_zero_point"])
+                node = float_layer(model, i, x.output(0))
             elif op in ("conv", "linear"):
                 node = float_layer(model, i, inputs[0])
             else:
@@ -161,6 +175,10 @@ def packed_to_openvino(model: PackedModel) -> ov.Model:
             if op in ("conv", "linear") and spec["bias"]:
                 rank = 4 if op == "conv" else 2
                 node = ops.add(node, per_channel(tensors[f"{i}.bias"], rank))
+            if op in ("conv", "linear") and spec.get("int8"):
+                node = quint8_grid(
+                    node.output(0), tensors[f"{i}.output_scale"], tensors[f"{i}.output_zero_point"]
+                )
         except (RuntimeError, ValueError) as e:  # OpenVINO's shape inference on a graph that does not fit
             raise XnornetError(f"layer {i} ({op}): cannot build the OpenVINO graph ({e})") from e
         values[i] = node.output(0)

@@ -1,0 +1,232 @@
+"""int8 full-precision layers: the engine's step equals torch's own quantized modules bit for bit,
+the packed file keeps the int8 tensors, bad int8 fields are refused, fp32 packing is unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.ao.nn.intrinsic.quantized as nniq
+import torch.ao.nn.quantized as nnq
+from safetensors.numpy import save_file
+
+from conftest import compose_config
+from xnornet.builders import build_net
+from xnornet.errors import XnornetError
+from xnornet.kernels.ops import pool2d_nhwc
+from xnornet.packed.engine import PackedEngine
+from xnornet.packed.file_format import FORMAT, VERSION, digest, load_packed, save_packed
+from xnornet.packed.inference_form import check_architecture, pack_network
+from xnornet.packed.int8_calibration import float_layers, quantize_float_layers
+from xnornet.packed.int8_ops import Int8Layer, int8_conv, int8_linear, quantized_engine
+
+SHAPE = (1, 28, 28)
+
+
+def layer(rng, shape: tuple[int, ...], bias: bool = True) -> Int8Layer:
+    """Random int8 weights on random grids, with zero points away from 0 (both signs exercised)."""
+    out = shape[0]
+    return Int8Layer(
+        rng.integers(-128, 128, shape, dtype=np.int8),
+        rng.uniform(1e-3, 2e-2, out).astype(np.float32),
+        rng.standard_normal(out).astype(np.float32) if bias else None,
+        0.031, 61, 0.047, 70,
+    )  # fmt: skip
+
+
+def torch_module(q: Int8Layer, kind, *args) -> torch.nn.Module:
+    """torch's own quantized module (ReLU fused for the intrinsic kinds) with ``q``'s numbers."""
+    with quantized_engine():
+        m = kind(*args)
+        m.set_weight_bias(q.qweight(), q.bias_tensor())
+        m.scale, m.zero_point = q.output_scale, q.output_zero_point
+    return m
+
+
+def through_torch(m: torch.nn.Module, q: Int8Layer, x: torch.Tensor) -> torch.Tensor:
+    qx = torch.quantize_per_tensor(x, q.input_scale, q.input_zero_point, torch.quint8)
+    return m(qx).dequantize()
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize(
+    "geometry", [(3, 16, 7, 2, 3, 20), (20, 8, 1, 2, 0, 9), (8, 4, 1, 3, 0, 10), (1, 20, 5, 1, 0, 28)]
+)
+def test_int8_conv_equals_torch_quantized_conv(relu, geometry):
+    """Bit-equal after dequantize, from the engine's NHWC float32 to torch's NCHW module."""
+    cin, cout, k, stride, pad, size = geometry
+    rng = np.random.default_rng(cin * cout)
+    q = layer(rng, (cout, cin, k, k))
+    x = (rng.standard_normal((3, size, size, cin)) * 2).astype(np.float32)  # (B, H, W, C)
+    kind = nniq.ConvReLU2d if relu else nnq.Conv2d
+    m = torch_module(q, kind, cin, cout, k, stride, pad)
+    want = through_torch(m, q, torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
+    got = int8_conv(q, stride, pad, relu)(x)
+    assert got.dtype == np.float32 and got.shape == want.permute(0, 2, 3, 1).shape
+    np.testing.assert_array_equal(got, want.permute(0, 2, 3, 1).numpy())
+
+
+def test_int8_conv_with_residual_adds_after_the_op():
+    """A shortcut conv with the block's add fused: torch's conv, then + residual, then ReLU."""
+    rng = np.random.default_rng(3)
+    q = layer(rng, (8, 4, 1, 1), bias=False)
+    x = rng.standard_normal((2, 6, 6, 4)).astype(np.float32)
+    residual = rng.standard_normal((2, 3, 3, 8)).astype(np.float32)
+    m = torch_module(q, nnq.Conv2d, 4, 8, 1, 2, 0)
+    conv = through_torch(m, q, torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1)
+    want = np.maximum(conv.numpy() + residual, 0)
+    np.testing.assert_array_equal(int8_conv(q, 2, 0, relu=True)(x, residual), want)
+
+
+@pytest.mark.parametrize("maxpool", [(3, 2, 1), (2, 2, 0)])
+def test_max_pool_on_the_int8_output_is_the_same_bits(maxpool):
+    """Pooling the quint8 output, then dequantizing, equals the engine's float max pool after."""
+    rng = np.random.default_rng(11)
+    q = layer(rng, (16, 3, 7, 7))
+    x = rng.standard_normal((2, 30, 30, 3)).astype(np.float32)
+    separate = pool2d_nhwc(int8_conv(q, 2, 3, relu=True)(x), "max", *maxpool, 1)
+    np.testing.assert_array_equal(int8_conv(q, 2, 3, relu=True, maxpool=maxpool)(x), separate)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_int8_linear_equals_torch_quantized_linear(relu):
+    rng = np.random.default_rng(7)
+    q = layer(rng, (10, 500))
+    x = (rng.standard_normal((5, 500)) * 3).astype(np.float32)
+    m = torch_module(q, nniq.LinearReLU if relu else nnq.Linear, 500, 10)
+    want = through_torch(m, q, torch.from_numpy(x))
+    np.testing.assert_array_equal(int8_linear(q, relu)(x), want.numpy())
+
+
+def random_lenet(variant: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_net(compose_config([f"model={variant}"])).eval()
+    with torch.no_grad():  # BN statistics of real use, so no sign sits at 0
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def calibration(n: int = 64, seed: int = 0) -> list[np.ndarray]:
+    x = np.random.default_rng(seed).standard_normal((n, *SHAPE), dtype=np.float32)
+    return [x[: n // 2], x[n // 2 :]]
+
+
+@pytest.fixture(params=["bwn", "xnor"])
+def int8_model(request):
+    net = random_lenet(request.param)
+    fp32 = pack_network(net, SHAPE, variant=request.param)
+    return net, fp32, quantize_float_layers(fp32, calibration())
+
+
+def test_only_the_full_precision_layers_become_int8(int8_model):
+    net, fp32, int8 = int8_model
+    firsts = float_layers(fp32)
+    assert firsts == [0, len(fp32.architecture) - 1]  # LeNet-5's conv1 and its last fc
+    assert [i for i, s in enumerate(int8.architecture) if s.get("int8")] == firsts
+    assert all(f"{i}.weight" not in int8.tensors for i in firsts)
+    binary = {k: v for k, v in fp32.tensors.items() if int(k.split(".")[0]) not in firsts}
+    assert all(np.array_equal(int8.tensors[k], v) for k, v in binary.items())
+    check_architecture(net, int8.architecture, SHAPE, "m.packed", "lenet")  # still this config's model
+    names = [s.name for s in PackedEngine(int8).steps]
+    assert names[0] == "0:int8_conv+relu+maxpool" and names[-1].startswith(f"{firsts[-1]}:int8_linear")
+
+
+def test_int8_tensors_round_trip(int8_model, tmp_path):
+    _, _, int8 = int8_model
+    path = tmp_path / "m.packed"
+    save_packed(int8, path)
+    back = load_packed(path)
+    assert back.architecture == int8.architecture and back.info["float_layers"] == "int8"
+    assert set(back.tensors) == set(int8.tensors)
+    for name, t in int8.tensors.items():
+        assert back.tensors[name].dtype == t.dtype and np.array_equal(back.tensors[name], t), name
+    x = calibration(8, seed=1)[0]
+    np.testing.assert_array_equal(PackedEngine(back)(x), PackedEngine(int8)(x))
+
+
+def test_int8_layers_stay_close_to_fp32(int8_model):
+    """The quantization error itself, layer by layer: each int8 step against the fp32 steps on
+    the same input, within a few steps of its output grid."""
+    _, fp32, int8 = int8_model
+    x = calibration(16, seed=2)[0]
+    values = {-1: np.ascontiguousarray(x.transpose(0, 2, 3, 1))}
+    for step in PackedEngine(fp32).steps:
+        values[step.output] = step.run(*(values[i] for i in step.inputs))
+    checked = 0
+    for step in PackedEngine(int8).steps:
+        if "int8" in step.name:
+            i = int(step.name.split(":")[0])
+            grid = float(int8.tensors[f"{i}.output_scale"][0])
+            want = values[step.output]
+            error = np.abs(step.run(*(values[j] for j in step.inputs)) - want).max()
+            assert error < 4 * grid + 0.05 * np.abs(want).max(), step.name
+            checked += 1
+    assert checked == 2
+
+
+def resave(path, model, tensors):
+    """The file rewritten with ``tensors`` and a correct digest: only the content checks can refuse it."""
+    arch = json.dumps(model.architecture, sort_keys=True)
+    info = json.dumps(model.info, sort_keys=True)
+    meta = {"format": FORMAT, "version": str(VERSION), "architecture": arch, "info": info,
+            "sha256": digest(arch, info, tensors)}  # fmt: skip
+    save_file(tensors, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda t: t.pop("0.weight_scale"), r"tensors \['0.weight_scale'\] do not match"),
+        (lambda t: t.update({"0.weight_int8": t["0.weight_int8"][:10]}), "0.weight_int8 is int8"),
+        (
+            lambda t: t.update({"0.weight_int8": t["0.weight_int8"].astype(np.float32)}),
+            "0.weight_int8 is float32",
+        ),
+        (lambda t: t.update({"0.input_zero_point": np.zeros(1, np.int32)}), "0.input_zero_point is int32"),
+        (lambda t: t.update({"0.output_scale": np.zeros(1, np.float32)}), "0.output_scale has 1 values <= 0"),
+        (lambda t: t.update({"0.input_scale": np.full(1, np.nan, np.float32)}), "0.input_scale has 1 NaN"),
+        (lambda t: t.update({"0.weight_scale": -t["0.weight_scale"]}), "0.weight_scale has 20 values <= 0"),
+    ],
+)
+def test_bad_int8_fields_get_one_clear_error(int8_model, tmp_path, change, match):
+    _, _, int8 = int8_model
+    path = tmp_path / "m.packed"
+    tensors = dict(int8.tensors)
+    change(tensors)
+    resave(path, int8, tensors)
+    with pytest.raises(XnornetError, match=match) as info:
+        load_packed(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("flag", ["yes", 1])
+def test_int8_flag_must_be_a_boolean_on_a_float_layer(int8_model, tmp_path, flag):
+    _, _, int8 = int8_model
+    arch = [dict(s) for s in int8.architecture]
+    arch[0]["int8"] = flag
+    path = tmp_path / "m.packed"
+    resave(path, type(int8)(arch, int8.tensors, int8.info), int8.tensors)
+    with pytest.raises(XnornetError, match="int8 must be true or false on a full-precision conv/linear"):
+        load_packed(path)
+
+
+def test_a_truncated_int8_file_is_refused(int8_model, tmp_path):
+    _, _, int8 = int8_model
+    path = tmp_path / "m.packed"
+    save_packed(int8, path)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(XnornetError, match="truncated or corrupt"):
+        load_packed(path)
+
+
+def test_fp32_packing_is_unchanged(int8_model):
+    """Without the switch the file has no int8 field at all: old files and new fp32 files alike."""
+    _, fp32, _ = int8_model
+    assert not any("int8" in s for s in fp32.architecture)
+    assert not any(k.endswith(("weight_int8", "input_scale")) for k in fp32.tensors)
+    assert "float_layers" not in fp32.info
