@@ -21,6 +21,7 @@ from xnornet.packed.file_format import FORMAT, VERSION, digest, load_packed, sav
 from xnornet.packed.inference_form import check_architecture, pack_network
 from xnornet.packed.int8_calibration import float_layers, quantize_float_layers
 from xnornet.packed.int8_ops import Int8Layer, int8_conv, int8_linear, quantized_engine
+from xnornet.packed.memory import memory_table
 
 SHAPE = (1, 28, 28)
 
@@ -230,3 +231,12 @@ def test_fp32_packing_is_unchanged(int8_model):
     assert not any("int8" in s for s in fp32.architecture)
     assert not any(k.endswith(("weight_int8", "input_scale")) for k in fp32.tensors)
     assert "float_layers" not in fp32.info
+
+
+def test_memory_table_counts_int8_weights_as_bytes(int8_model):
+    _, fp32, int8 = int8_model
+    rows32, rows8 = memory_table(fp32), memory_table(int8)
+    assert rows8[0]["op"] == "conv (int8)" and rows32[0]["op"] == "conv"
+    w = fp32.tensors["0.weight"].size
+    assert rows8[0]["packed_bytes"] == w + 4 * (20 + 20 + 2) + 2  # int8 W, scales, bias, grids
+    assert rows32[0]["packed_bytes"] == 4 * (w + 20)

@@ -20,10 +20,11 @@ def memory_table(model: PackedModel) -> list[dict]:
             continue
         bits = fields.pop("weight_bits", None)
         n_binary = int(np.prod(weight_shape(spec))) if bits is not None else 0
-        n_float = int(sum(v.size for v in fields.values()))
-        packed = (bits.nbytes if bits is not None else 0) + 4 * n_float
+        n_float = int(sum(v.size for v in fields.values()))  # float32, or int8 with its grids
+        packed = (bits.nbytes if bits is not None else 0) + int(sum(v.nbytes for v in fields.values()))
+        kind = " (binary)" if bits is not None else " (int8)" if spec.get("int8") else ""
         rows.append({
-            "layer": i, "op": spec["op"] + (" (binary)" if bits is not None else ""),
+            "layer": i, "op": spec["op"] + kind,
             "params_1bit": n_binary, "params_32bit": n_float, "packed_bytes": packed,
             "float32_bytes": 4 * (n_binary + n_float),
         })  # fmt: skip
