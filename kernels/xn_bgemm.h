@@ -62,12 +62,20 @@ XN_DEFINE_SCALAR_MICRO(xn_micro_scalar, XN_TARGET_POPCNT)
 #define XN_STEP4(acc, row, b) \
     acc = _mm256_add_epi64(acc, _mm256_popcnt_epi64(_mm256_xor_si256(_mm256_set1_epi64x((long long)row[o]), b)))
 /* The K loop over a row block's words, BODY run for each with bp + w * XN_NR the panel's
- * words and o the word's offset in the rows (xn_rows.h: an implicit im2col's segments). One
- * loop for both kinds of rows: -O3 unswitches it on `off`. */
+ * words and o the word's offset in the rows (xn_rows.h: an implicit im2col's segments). Two
+ * loops, one per kind of rows: GCC left the test of `off` inside a single one (two of the ~50
+ * instructions a word, felt at K = 9 words). */
 #define XN_WALK(BODY)                                                      \
-    for (int64_t w = 0; w < words; ++w) {                                  \
-        const int64_t o = off ? off[w] : w;                                \
-        BODY                                                               \
+    if (off) {                                                             \
+        for (int64_t w = 0; w < words; ++w) {                              \
+            const int64_t o = off[w];                                      \
+            BODY                                                           \
+        }                                                                  \
+    } else {                                                               \
+        for (int64_t w = 0; w < words; ++w) {                              \
+            const int64_t o = w;                                           \
+            BODY                                                           \
+        }                                                                  \
     }
 #define XN_STORE6(C0, C1)                                                        \
     do {                                                                         \

@@ -214,7 +214,10 @@ XN_TARGET_AVX512 static inline __attribute__((always_inline)) void xn_store_coun
         xn_emit_mask(e, m, n0, _mm512_mask_cmp_ps_mask(pc->mask, z, _mm512_setzero_ps(), _CMP_LT_OQ));
         return;
     }
-    _mm512_mask_storeu_ps(e->out_f32 + m * e->n + n0, pc->mask, y);
+    if (pc->mask == 0xFFFF) /* a full panel: a plain store */
+        _mm512_storeu_ps(e->out_f32 + m * e->n + n0, y);
+    else
+        _mm512_mask_storeu_ps(e->out_f32 + m * e->n + n0, pc->mask, y);
 }
 #endif
 
