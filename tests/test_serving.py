@@ -46,10 +46,14 @@ def test_the_logged_model_loads_by_its_alias_and_predicts_what_the_engine_predic
     np.testing.assert_array_equal(out["label"], logits.argmax(1))
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, 1, 28, 28)
     assert model.metadata.run_id == run.run_id  # a model of the pack run, not a run of its own
+    client = MlflowClient(cfg.logger.tracking_uri)
+    logged = client.get_logged_model(model.metadata.model_id)  # MLflow 3's "logged model"
+    assert logged.source_run_id == run.run_id
+    assert logged.experiment_id == client.get_run(run.run_id).info.experiment_id
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ  # no active experiment exported to subprocesses
 
     with stage_run(cfg, "pack-xnor", "pack@xnor") as again:  # the next pack moves the alias
         log_packed_model(again, cfg, packed)
-    client = MlflowClient(cfg.logger.tracking_uri)
     assert int(client.get_model_version_by_alias(name, ALIAS).version) == 2
 
 

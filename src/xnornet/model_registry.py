@@ -60,13 +60,18 @@ def log_packed_model(run: StageRun, cfg: DictConfig, packed: Path) -> str:
     classes = load_engine(packed)(example).shape[1]
 
     def log_and_register() -> None:
-        experiment = run.client.get_run(run.run_id).info.experiment_id
-        mlflow.set_experiment(experiment_id=experiment)  # where MLflow 3 creates the logged model
+        # the logged model created here, in the run's experiment: left to Model.log it would go to
+        # the active experiment, and mlflow.set_experiment exports it to every later subprocess
+        stage = run.client.get_run(run.run_id)
+        model = run.client.create_logged_model(
+            stage.info.experiment_id, name=name, source_run_id=run.run_id, params=stage.data.params
+        )
         info = Model.log(
             None,  # artifact_path: deprecated for name
             name=name,
             flavor=mlflow.pyfunc,
             run_id=run.run_id,
+            model_id=model.model_id,
             python_model=serving.__file__,  # logged from code: nothing pickled
             artifacts={PACKED_ARTIFACT: str(packed)},
             signature=signature(example.shape[1:], classes),
