@@ -133,6 +133,8 @@ def test_only_the_full_precision_layers_become_int8(int8_model):
     binary = {k: v for k, v in fp32.tensors.items() if int(k.split(".")[0]) not in firsts}
     assert all(np.array_equal(int8.tensors[k], v) for k, v in binary.items())
     check_architecture(net, int8.architecture, SHAPE, "m.packed", "lenet")  # still this config's model
+    again = quantize_float_layers(int8, calibration(8, seed=3))
+    assert again.architecture == int8.architecture and again.tensors.keys() == int8.tensors.keys()
     names = [s.name for s in PackedEngine(int8).steps]
     assert names[0] == "0:int8_conv+relu+maxpool" and names[-1].startswith(f"{firsts[-1]}:int8_linear")
 

@@ -23,8 +23,14 @@ from xnornet.packed.int8_ops import ENGINE
 
 
 def float_layers(model: PackedModel) -> list[int]:
-    """The conv/linear layers XNOR-Net keeps in full precision (float weights, float inputs)."""
-    return [i for i, s in enumerate(model.architecture) if s["op"] in ("conv", "linear") and not s["binary"]]
+    """The conv/linear layers XNOR-Net keeps in full precision (float weights, float inputs) and
+    still in float32: quantizing a model twice leaves its int8 layers as they are."""
+    arch = model.architecture
+    return [
+        i
+        for i, s in enumerate(arch)
+        if s["op"] in ("conv", "linear") and not s["binary"] and not s.get("int8")
+    ]
 
 
 def _float_output(
