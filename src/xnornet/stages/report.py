@@ -31,7 +31,7 @@ from xnornet.tracking import stage_run
 def main(cfg: DictConfig) -> None:
     metrics, plots = Path(cfg.paths.metrics_dir), Path(cfg.paths.plots_dir)
     text = ["# xnornet results", "", "Measured by `dvc repro` on this repository's machine; the anchors are the",
-            "published numbers (README.md, reference results).", "", machine_line(metrics), "",
+            "published numbers (docs/method.md, reference results).", "", machine_line(metrics), "",
             "## Accuracy: LeNet-5 on MNIST", "",
             *accuracy_table(metrics), "", "![validation curves](train_curves.png)", "",
             "### Over seeds", "", *seed_table(metrics), "",
