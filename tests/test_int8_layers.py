@@ -4,6 +4,7 @@ the packed file keeps the int8 tensors, bad int8 fields are refused, fp32 packin
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -12,9 +13,10 @@ import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.quantized as nnq
 from safetensors.numpy import save_file
 
-from conftest import compose_config
+from conftest import compose_config, tiny_overrides
+from xnornet import cli
 from xnornet.builders import build_net
-from xnornet.errors import XnornetError
+from xnornet.errors import ERROR_LOG_ENV, XnornetError
 from xnornet.kernels.ops import pool2d_nhwc
 from xnornet.packed.engine import PackedEngine
 from xnornet.packed.file_format import FORMAT, VERSION, digest, load_packed, save_packed
@@ -242,3 +244,27 @@ def test_memory_table_counts_int8_weights_as_bytes(int8_model):
     w = fp32.tensors["0.weight"].size
     assert rows8[0]["packed_bytes"] == w + 4 * (20 + 20 + 2) + 2  # int8 W, scales, bias, grids
     assert rows32[0]["packed_bytes"] == 4 * (w + 20)
+
+
+@pytest.mark.parametrize("choice", ["int8", "fp8"])
+def test_pack_stage_switch(choice, tmp_path, tiny_data_dir, monkeypatch, capsys):
+    """``xnornet pack pack.float_layers=int8`` writes a file with int8 layers calibrated on the
+    training images; any other value is one line naming the key, and no file."""
+    models, out = tmp_path / "models", tmp_path / "out" / "bwn.packed"
+    models.mkdir()
+    net = random_lenet("bwn")
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, models / "bwn.ckpt")
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main rewrites it for Hydra
+    monkeypatch.setenv(ERROR_LOG_ENV, str(tmp_path / "error.log"))
+    overrides = [*tiny_overrides(tmp_path, "bwn"), f"packed={out}", f"pack.float_layers={choice}",
+                 "pack.calibration_images=64"]  # fmt: skip
+    if choice != "int8":
+        with pytest.raises(SystemExit):
+            cli.main(["pack", *overrides])
+        assert "pack.float_layers must be one of ('fp32', 'int8'), got 'fp8'" in capsys.readouterr().err
+        assert not out.exists()
+        return
+    cli.main(["pack", *overrides])
+    model = load_packed(out)
+    assert model.info["float_layers"] == "int8"
+    assert [i for i, s in enumerate(model.architecture) if s.get("int8")] == [0, len(model.architecture) - 1]
