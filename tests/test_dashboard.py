@@ -5,7 +5,6 @@ tagged with the commit and the machine that measured them (xnornet.reporting.das
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 from mlflow.tracking import MlflowClient
@@ -26,9 +25,11 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
 
 
 def committed_copy(repo) -> str:
-    """The repository's own metrics/ and plots/, committed in a git repository of their own."""
-    for folder in ("metrics", "plots"):
-        shutil.copytree(REPO / folder, repo / folder)
+    """The metrics/ and plots/ committed in this repository (not the working tree, which a running
+    stage may be rewriting), committed again in a git repository of their own."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "metrics", "plots"],
+                             check=True, capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(repo)], input=archive, check=True)
     peers = repo / "metrics" / "peers_lenet.json"
     if not peers.exists():  # the peers stage's output, absent from checkouts made before it ran
         peers.write_text(json.dumps(PEERS_NONE))
