@@ -167,7 +167,7 @@ def test_dvc_repro_runs_every_stage_and_tracks_them(tmp_path, chromium):
     # another machine (here: the kernel limited to its scalar path): exactly the speed stages rerun
     third = dvc(repo, "repro", env={"XNORNET_ISA": "scalar"})
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    speed = {"evaluate@bwn", "evaluate@xnor", "bench", "bench_network"}
+    speed = {"evaluate@bwn", "evaluate@xnor", "peers_lenet", "bench", "bench_network"}
     assert set(ran_stages(third.stdout)) == {"machine", *speed, "report", "headline"}
     assert json.loads((repo / "metrics" / "machine.json").read_text())["kernel_isa"] == "scalar"
 
