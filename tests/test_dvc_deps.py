@@ -22,6 +22,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import CONF, REPO
+from dvc_yaml import declared_params, dvc_stages
 
 SRC = REPO / "src"
 WHOLE = "(whole file)"
@@ -69,28 +70,6 @@ def stage_module(cmd: str) -> str:
     words = cmd.split()
     assert words[0] == "xnornet", f"stage command {cmd!r} should be `xnornet <stage> ...`"
     return words[1]
-
-
-def dvc_stages() -> dict[str, dict]:
-    """dvc.yaml's stages with foreach expanded: name → {cmd, deps, params}."""
-    stages = {}
-    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
-        if "foreach" not in stage:
-            stages[name] = stage
-            continue
-        for item in stage["foreach"]:
-            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
-            stages[f"{name}@{item}"] = yaml.safe_load(text)
-    return stages
-
-
-def declared_params(stage: dict) -> dict[str, set[str] | None]:
-    """conf file → the keys it declares, or None for the whole file."""
-    params: dict[str, set[str] | None] = {}
-    for entry in stage.get("params", []):
-        for path, keys in entry.items() if isinstance(entry, dict) else [("params.yaml", [entry])]:
-            params[path] = None if not keys else set(keys)
-    return params
 
 
 def composed(overrides: list[str]):

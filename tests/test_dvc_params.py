@@ -16,9 +16,9 @@ import yaml
 from dvc.utils.hydra import apply_overrides
 
 from conftest import REPO
-from test_dvc_deps import STAGES, declared_params
+from dvc_yaml import declared_params, dvc_stages
 
-PARAMS_FILES = sorted({path for stage in STAGES.values() for path in declared_params(stage)})
+PARAMS_FILES = sorted({path for stage in dvc_stages().values() for path in declared_params(stage)})
 
 
 def leaves(node, prefix: str = "") -> list[tuple[str, object]]:
