@@ -103,6 +103,24 @@ def test_int8_linear_equals_torch_quantized_linear(relu):
     np.testing.assert_array_equal(int8_linear(q, relu)(x), want.numpy())
 
 
+def test_int8_steps_run_under_deterministic_algorithms_and_leave_the_mode_as_it_was():
+    """Lightning's deterministic=True sets torch's deterministic mode for the whole process; the
+    engine's int8 steps must still run in it (torch flags the quantized ops' output allocation)."""
+    rng = np.random.default_rng(3)
+    conv, lin = layer(rng, (6, 4, 3, 3)), layer(rng, (10, 50))
+    x = (rng.standard_normal((2, 5, 5, 4)) * 2).astype(np.float32)
+    xl = (rng.standard_normal((3, 50)) * 2).astype(np.float32)
+    free = int8_conv(conv, 1, 1)(x), int8_linear(lin)(xl)
+    torch.use_deterministic_algorithms(True)
+    try:
+        strict = int8_conv(conv, 1, 1)(x), int8_linear(lin)(xl)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, b in zip(free, strict, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def random_lenet(variant: str) -> torch.nn.Module:
     torch.manual_seed(0)
     net = build_net(compose_config([f"model={variant}"])).eval()

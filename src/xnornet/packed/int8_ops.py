@@ -43,6 +43,21 @@ def quantized_engine() -> Iterator[None]:
         torch.backends.quantized.engine = saved
 
 
+@contextlib.contextmanager
+def exact_quantized_ops() -> Iterator[None]:
+    """Deterministic-algorithms mode off while a quantized op runs, then restored. torch refuses
+    its quantized ops under ``torch.use_deterministic_algorithms(True)`` (set process-wide by
+    Lightning's ``deterministic=True``) only because their output allocation
+    (``quantized_resize_cpu_``) is unflagged; the integer arithmetic itself is exact."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 @dataclass(frozen=True)
 class Int8Layer:
     """One int8 layer's stored numbers, as torch's quantized ops take them."""
@@ -116,7 +131,7 @@ def int8_conv(
             x = np.ascontiguousarray(x[:, ::subsample, ::subsample])
         b, h, w, c = x.shape  # (B, H, W, C) memory as channels-last (B, C, H, W)
         xt = torch.from_numpy(x).as_strided((b, c, h, w), (h * w * c, 1, w * c, c))
-        with torch.no_grad():
+        with torch.no_grad(), exact_quantized_ops():
             qx = quantize_input(xt, q)
             fused = relu and residual is None
             op = torch.ops.quantized.conv2d_relu if fused else torch.ops.quantized.conv2d
@@ -140,7 +155,7 @@ def int8_linear(q: Int8Layer, relu: bool = False) -> Callable[[np.ndarray], np.n
     op = torch.ops.quantized.linear_relu if relu else torch.ops.quantized.linear
 
     def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.no_grad(), exact_quantized_ops():
             qx = quantize_input(torch.from_numpy(np.ascontiguousarray(x)), q)
             return dequantize_nhwc(op(qx, packed, q.output_scale, q.output_zero_point), q)
 
