@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -63,6 +64,20 @@ def synthetic_digits(n: int, seed: int = 0, size: int = 28) -> tuple[np.ndarray,
     for i, c in enumerate(labels):
         images[i, 2 * c + 3 : 2 * c + 6, 4:24] = 255
     return images, labels
+
+
+def few_adam_steps(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int
+) -> torch.nn.Module:
+    """``net`` after ``steps`` Adam steps (lr 0.01) over 8 batches of ``x``: BatchNorm statistics
+    and weights that are not trivial, in a second, without a Trainer."""
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for step in range(steps):
+        part = slice(batch * (step % 8), batch * (step % 8 + 1))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[part]), y[part]).backward()
+        opt.step()
+    return net.eval()
 
 
 @pytest.fixture

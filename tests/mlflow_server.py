@@ -47,17 +47,7 @@ class MlflowServer:
         with open(self.root / "server.log", "ab") as log:  # the server keeps its own copy of the file
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV,
                                          start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"mlflow server did not answer in {timeout} s")
+        wait_until_answering(self.proc, f"{self.uri}/health", self.root / "server.log", timeout)
 
     def kill(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -69,6 +59,21 @@ class MlflowServer:
                 if s.connect_ex(("127.0.0.1", self.port)) != 0:
                     return
             time.sleep(0.1)
+
+
+def wait_until_answering(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    """Return once ``url`` answers 200; raise with the log's tail if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
 
 
 def fetch_command(mirror: Path, data_dir: Path, uri: str, artifacts: Path) -> list[str]:

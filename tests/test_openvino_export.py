@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_digits
+from conftest import few_adam_steps, synthetic_digits
 from xnornet import cli
 from xnornet.benchmark.network import calibrate_batchnorm
 from xnornet.errors import ERROR_LOG_ENV, XnornetError
@@ -55,14 +55,7 @@ def trained_lenet(binarization: Binarization, steps: int = 40) -> torch.nn.Modul
     torch.manual_seed(0)
     net = LeNet5(binarization)
     x, y = digits(512, 0)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for step in range(steps):
-        batch = slice(64 * (step % 8), 64 * (step % 8 + 1))
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(xt[batch]), yt[batch]).backward()
-        opt.step()
-    return net.eval()
+    return few_adam_steps(net, torch.from_numpy(x), torch.from_numpy(y), steps, batch=64)
 
 
 def predictions_agree(model: PackedModel, x: np.ndarray, tmp_path: Path, batch: int = 64) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_digits
+from conftest import few_adam_steps, synthetic_digits
 from xnornet import cli
 from xnornet.errors import ERROR_LOG_ENV
 from xnornet.nn.binarization import Binarization
@@ -38,14 +38,9 @@ def trained(variant: str, steps: int = 30) -> torch.nn.Module:
     torch.manual_seed(0)
     net = LeNet5(VARIANTS[variant])
     images, labels = synthetic_digits(400, 0)
-    x, y = torch.from_numpy(normalized(images)), torch.from_numpy(labels)
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for step in range(steps):
-        batch = slice(50 * (step % 8), 50 * (step % 8 + 1))
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x[batch]), y[batch]).backward()
-        opt.step()
-    return net.eval()
+    return few_adam_steps(
+        net, torch.from_numpy(normalized(images)), torch.from_numpy(labels), steps, batch=50
+    )
 
 
 @pytest.fixture(scope="module")

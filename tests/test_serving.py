@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 
 import mlflow
@@ -16,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import compose_config, tiny_overrides
-from mlflow_server import MLFLOW, free_port
+from mlflow_server import MLFLOW, free_port, wait_until_answering
 from xnornet.builders import build_net
 from xnornet.model_registry import ALIAS, example_images, log_packed_model
 from xnornet.packed.engine import load_engine
@@ -87,7 +86,7 @@ def test_mlflow_models_serve_answers_with_the_engines_predictions(
     with open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        wait_for_ping(server, port, tmp_path / "serve.log")
+        wait_until_answering(server, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", 120.0)
         body = json.dumps({"inputs": x.tolist()}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
                                          {"Content-Type": "application/json"})  # fmt: skip
@@ -98,17 +97,3 @@ def test_mlflow_models_serve_answers_with_the_engines_predictions(
         server.wait(timeout=30)
     assert predictions["label"] == expected.argmax(1).tolist()
     np.testing.assert_allclose(np.array(predictions["logits"], np.float32), expected, rtol=0, atol=1e-6)
-
-
-def wait_for_ping(server: subprocess.Popen, port: int, log, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"mlflow models serve did not answer /ping in {timeout} s")
