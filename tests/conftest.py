@@ -30,6 +30,17 @@ def no_inherited_tracking_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def deterministic_mode_restored():
+    """Lightning's ``deterministic=True`` switches torch's deterministic-algorithms mode on for the
+    whole process and never back; without this, a training test changes what every later test in
+    the same worker may call (torch's own quantized modules refuse to run in that mode)."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 BROWSER_HOW = "the browser tests need Debian's chromium: run `apt-get install -y chromium` as root"
 
 
