@@ -369,6 +369,19 @@ cdef extern from "xnor_kernels.h" nogil:
     int xn_team_adaptive
     int64_t xn_team_counts[3]
     void xn_team_reset()
+    int64_t xn_team_judge(int64_t wall, double alone, int64_t streak, int64_t window)
+    int64_t XN_TEAM_MIN_NS, XN_TEAM_MAX_NS, XN_TEAM_SLACK_NS, XN_TEAM_STREAK, XN_TEAM_COST
+
+
+def team_judgement(int64_t wall_ns, double alone_ns, int64_t streak, int64_t window_ns) -> int:
+    """The back-off (ns) one team call calls for, 0 if it was not held up (xn_team_judge)."""
+    return xn_team_judge(wall_ns, alone_ns, streak, window_ns)
+
+
+def team_policy() -> dict:
+    """The back-off policy's constants (kernels/xn_team.h)."""
+    return {"min_ns": XN_TEAM_MIN_NS, "max_ns": XN_TEAM_MAX_NS, "slack_ns": XN_TEAM_SLACK_NS,
+            "streak": XN_TEAM_STREAK, "cost": XN_TEAM_COST}
 
 
 def team_adaptive(flag=None) -> bool:

@@ -16,13 +16,17 @@
  * - That while doubles when a team call is held up again within a few team calls of the last
  *   back-off (a neighbour that stays: probes become rare, from XN_TEAM_MIN_NS up to
  *   XN_TEAM_MAX_NS), and is then never shorter than 20 times the time the held-up call lost,
- *   so that probing costs at most ~5%; the first held-up call after a healthy streak (a
- *   hiccup on a quiet machine) backs off for XN_TEAM_MIN_NS only. On a quiet machine a team
+ *   so that probing costs at most ~5%; the first held-up call after a healthy streak of
+ *   XN_TEAM_STREAK team calls backs off for XN_TEAM_MIN_NS only. On a quiet machine a team
  *   call is not held up, so nothing changes there.
  *
- * A call counts as held up only if it also lost more than XN_TEAM_SLACK_NS, so that a small
- * call, whose team costs a few microseconds on a quiet machine, does not turn the team off for
- * the big ones; a small call held up for a scheduler slice does. The state is process-wide
+ * A call counts as held up only if it also lost more than XN_TEAM_SLACK_NS. A thread that shares
+ * its core with another process loses a scheduler slice (0.75-3 ms on Linux), far above it; a
+ * quiet machine's own hiccups stay below it: a worker thread that fell asleep between calls
+ * (a request after an idle pause, the bench's cold protocol) takes 10-100 us to wake. With a
+ * 20 us slack those wake-ups passed for a busy core, and on a quiet 2-core Zen 4 the bench's
+ * cold rounds, interleaved with its steady ones, kept the small layers on one thread (2-thread
+ * speedup 0.96-1.07 where a fixed team gave 1.7-1.9). The state is process-wide
  * (relaxed atomics: a race costs at most one call's decision), since a busy core is the
  * machine's, not a layer's.
  * `xn_team_adaptive = 0` keeps every team (the tests of the threaded paths, the bench's rows
@@ -42,12 +46,12 @@
 #define XN_TEAM_MAX_NS 1000000000LL /* a busy machine is probed about once a second */
 /* Time a team call may lose to its team, on top of the share below: a sleeping thread's wake-up
  * on a quiet machine, which must not pass for a busy core on a small call. */
-#define XN_TEAM_SLACK_NS 20000LL
+#define XN_TEAM_SLACK_NS 200000LL
 /* A team call must beat this share of one thread's estimated time: below 1, so that it takes a
  * real gain to keep a team, and an estimate a little low (items of uneven cost) is harmless. */
 #define XN_TEAM_WORTH 0.9
 #define XN_TEAM_COST 20   /* a back-off lasts at least this many times the time a call lost */
-#define XN_TEAM_STREAK 64 /* healthy team calls after which a held-up one starts over */
+#define XN_TEAM_STREAK 16 /* healthy team calls after which a held-up one starts over */
 #define XN_TEAM_SLOTS 64 /* threads whose timing is read: the rest work but are not counted */
 
 static int xn_team_adaptive = 1;
@@ -110,6 +114,24 @@ static inline int64_t xn_team_chunk(int64_t n, int team) {
     return chunk > 1 ? chunk : 1;
 }
 
+/* The judgement of one team call, apart from the shared state so that it can be tested as a
+ * table (kernels/_xnor.pyx: team_judgement): given its wall time, the time one unhindered thread
+ * would have taken (`alone`), the healthy team calls since the last held-up one (`streak`) and
+ * the last back-off (`window`), the back-off it calls for: 0 if it was not held up. */
+static inline int64_t xn_team_judge(int64_t wall, double alone, int64_t streak, int64_t window) {
+    if ((double)wall <= XN_TEAM_WORTH * alone + (double)XN_TEAM_SLACK_NS) return 0;
+    /* Held up again within a few team calls of the last back-off: the neighbour stays, so
+     * probe less often; after a healthy streak this is news, and the back-off is short. */
+    if (streak >= XN_TEAM_STREAK) return XN_TEAM_MIN_NS;
+    /* again: at least twice as long, and XN_TEAM_COST times what this call lost against one
+     * thread, so that a probe costing a scheduler slice (milliseconds, more on a crowded
+     * machine) is at most ~5% of the time */
+    const int64_t lost = (int64_t)(XN_TEAM_COST * ((double)wall - alone));
+    int64_t next = 2 * window > lost ? 2 * window : lost;
+    if (next < XN_TEAM_MIN_NS) next = XN_TEAM_MIN_NS;
+    return next > XN_TEAM_MAX_NS ? XN_TEAM_MAX_NS : next;
+}
+
 /* After the region: judge the call (`items` judged items in all), back off if it was held up. */
 static inline void xn_team_end(const xn_team_call *c, int64_t items) {
     if (c->team <= 1) return;
@@ -126,26 +148,16 @@ static inline void xn_team_end(const xn_team_call *c, int64_t items) {
         const double r = (double)c->slot[t].work / (double)c->slot[t].items;
         if (per_item == 0.0 || r < per_item) per_item = r;
     }
-    const double alone = per_item * (double)items;
-    if ((double)wall <= XN_TEAM_WORTH * alone + (double)XN_TEAM_SLACK_NS) {
+    const int64_t window = xn_team_judge(wall, per_item * (double)items,
+                                         __atomic_load_n(&xn_team_streak, __ATOMIC_RELAXED),
+                                         __atomic_load_n(&xn_team_window, __ATOMIC_RELAXED));
+    if (!window) {
         __atomic_fetch_add(&xn_team_streak, 1, __ATOMIC_RELAXED);
         return;
     }
     __atomic_fetch_add(&xn_team_counts[XN_TEAM_HELD], 1, __ATOMIC_RELAXED);
     if (!__atomic_load_n(&xn_team_adaptive, __ATOMIC_RELAXED)) return;
-    int64_t window = __atomic_load_n(&xn_team_window, __ATOMIC_RELAXED);
-    /* Held up again within a few team calls of the last back-off: the neighbour stays, so
-     * probe less often; after a long healthy streak this is news, and the back-off is short. */
-    if (__atomic_exchange_n(&xn_team_streak, 0, __ATOMIC_RELAXED) >= XN_TEAM_STREAK) {
-        window = XN_TEAM_MIN_NS; /* news after a healthy spell: a hiccup, perhaps */
-    } else {
-        /* again: at least twice as long, and XN_TEAM_COST times what this call lost against one
-         * thread, so that a probe costing a scheduler slice (milliseconds, more on a crowded
-         * machine) is at most ~5% of the time */
-        const int64_t lost = (int64_t)(XN_TEAM_COST * ((double)wall - alone));
-        window = 2 * window > lost ? 2 * window : lost;
-        if (window > XN_TEAM_MAX_NS) window = XN_TEAM_MAX_NS;
-    }
+    __atomic_store_n(&xn_team_streak, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&xn_team_window, window, __ATOMIC_RELAXED);
     __atomic_store_n(&xn_team_until, now + window, __ATOMIC_RELAXED);
 }

@@ -192,7 +192,15 @@ def test_the_network_peers_run_checked_in_their_worker(tmp_path, capsys):
         checks["openvino_binary"]["rel_l2_error"] <= 1e-3 and checks["openvino_fp32"]["rel_l2_error"] <= 1e-3
     )
     assert checks["openvino_int8"]["rel_l2_error"] <= INT8_REL_TOL
-    for r in rows:
+    lenet = summary["networks"]["lenet5"]  # int8 layers by default, against torch's own int8 modules
+    assert lenet["float_layers"] == "int8" and lenet["agreement"] == 1.0
+    first_path = [r for r in rows if r["isa"] == summary["machine"]["best_isa"]]
+    assert len(first_path) == 2  # batches 1 and 2: the fp32-layer engine timed in the same rounds
+    for r in first_path:
+        assert r["fp32_layers_ms_per_image"] > 0
+        assert r["int8_layers_speedup"] == pytest.approx(
+            r["fp32_layers_ms_per_image"] / r["engine_ms_per_image"], rel=0.02, abs=0.01
+        )
         for peer in NETWORK_PEERS:
             assert r[f"{peer}_ms_per_image"] > 0
             ratio = r[f"{peer}_ms_per_image"] / r["engine_ms_per_image"]

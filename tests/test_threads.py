@@ -26,7 +26,14 @@ from xnornet.kernels import (
     xnor_gemm,
 )
 from xnornet.kernels.ops import affine_sign_pack, bn_sign_pack, pool2d_nhwc
-from xnornet.kernels.team import fixed_teams, reset_teams, team_adaptive, team_counts
+from xnornet.kernels.team import (
+    fixed_teams,
+    reset_teams,
+    team_adaptive,
+    team_counts,
+    team_judgement,
+    team_policy,
+)
 
 THREADS = [2, 3, 7]  # more threads than cores too: the teams are then oversubscribed
 
@@ -116,6 +123,31 @@ def test_sign_packs_and_pooling_are_the_same_at_any_thread_count(isa, teams):
         return bits, absmean, affine_sign_pack(x, scale, shift, threads=t), *pools
 
     same_at_every_thread_count(call)
+
+
+MS, US = 1_000_000, 1_000
+P = team_policy()
+
+
+@pytest.mark.parametrize(
+    "case,wall,alone,streak,window,want",
+    [
+        ("a team twice as fast as one thread", 1 * MS, 2 * MS, 0, P["min_ns"], 0),
+        ("a small call whose team costs a few us", 60 * US, 100 * US, 0, P["min_ns"], 0),
+        # a worker asleep after an idle pause wakes in 10-100 us on a quiet machine: no back-off
+        ("a sleeping thread's wake-up, quiet machine", 150 * US, 60 * US, 3, P["min_ns"], 0),
+        ("a team no faster than one thread, big call", 10 * MS, 10 * MS, 40, P["min_ns"], P["min_ns"]),
+        # a thread sharing its core with another process waits a scheduler slice
+        ("preempted after a healthy streak: news", 3 * MS, 200 * US, P["streak"], 64 * MS, P["min_ns"]),
+        ("preempted again at the probe: 20× the loss", 3 * MS, 200 * US, 0, P["min_ns"], 56 * MS),
+        ("preempted again, long window: doubled", 3 * MS, 200 * US, 1, 400 * MS, 800 * MS),
+        ("never longer than the maximum", 3 * MS, 200 * US, 0, P["max_ns"], P["max_ns"]),
+    ],
+)
+def test_the_back_off_decision_as_a_table(case, wall, alone, streak, window, want):
+    """The kernel's own judgement of one team call (xn_team_judge), case by case: a quiet
+    machine's hiccups never turn the team off; a busy core does, for longer while it stays."""
+    assert team_judgement(wall, alone, streak, window) == want, case
 
 
 def test_fixed_teams_switches_the_back_off_off_and_restores_it():

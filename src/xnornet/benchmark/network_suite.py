@@ -33,6 +33,8 @@ from xnornet.packed.agreement import agreement, batched, torch_logits
 from xnornet.packed.engine import PackedEngine
 from xnornet.packed.file_format import save_packed
 from xnornet.packed.inference_form import pack_network
+from xnornet.packed.int8_calibration import FLOAT_LAYERS, quantize_float_layers
+from xnornet.packed.int8_reference import int8_layers_in_torch
 from xnornet.packed.memory import float_state_bytes, memory_table
 
 XNOR = Binarization(weights=True, inputs=True)
@@ -52,7 +54,9 @@ def size_and_agreement(net: torch.nn.Module, model, x: np.ndarray, threads: int)
 
     The reference is the torch model evaluated in float64, which is exact to the engine's float32
     tolerance; torch's own float32 run is reported beside it, since its summation rounding can flip
-    a sign deep in the network (the engine's popcount dots are exact integers).
+    a sign deep in the network (the engine's popcount dots are exact integers). Where the packed
+    file has int8 layers, both run them through torch's quantized modules (int8_reference), and
+    the agreement with the all-float model is reported too: its gap is the int8 rounding.
     """
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "net.packed"
@@ -63,11 +67,15 @@ def size_and_agreement(net: torch.nn.Module, model, x: np.ndarray, threads: int)
     engine = PackedEngine(model, threads)
     ours = batched(engine, x, 16)
     net64 = copy.deepcopy(net).double()
-    exact = batched(lambda b: torch_logits(net64, b.astype(np.float64)), x, 16)
-    single = batched(lambda b: torch_logits(net, b), x, 16)
+    with int8_layers_in_torch(net64, model) as same_layers:  # torch's int8 modules where the file has int8
+        exact = batched(lambda b: torch_logits(same_layers, b.astype(np.float64)), x, 16)
+    with int8_layers_in_torch(net, model) as same_layers:
+        single = batched(lambda b: torch_logits(same_layers, b), x, 16)
+    float64 = batched(lambda b: torch_logits(net64, b.astype(np.float64)), x, 16)
     same = agreement(ours, exact, exact.argmax(1), tol=1e-5)
     versus_float32 = agreement(ours, single, single.argmax(1), tol=1e-5)
     return {
+        "float_layers": model.info.get("float_layers", "fp32"),
         "packed_bytes": file_bytes,
         "float_bytes": float_state_bytes(net),
         "compression": round(float_state_bytes(net) / file_bytes, 2),
@@ -76,17 +84,20 @@ def size_and_agreement(net: torch.nn.Module, model, x: np.ndarray, threads: int)
         **{k: v for k, v in same.items() if k not in ("test_acc", "torch_test_acc")},
         "float32_torch_agreement": versus_float32["agreement"],
         "float32_torch_max_abs_logit_diff": versus_float32["max_abs_logit_diff"],
+        "float_model_agreement": agreement(ours, float64, float64.argmax(1), tol=1e-5)["agreement"],
     }
 
 
 def time_network(xnor_model, fp_net: torch.nn.Module, x: np.ndarray, isas: list[str], threads: int,
-                 warmup: int, repeats: int) -> list[dict]:  # fmt: skip
+                 warmup: int, repeats: int, fp32_layers_model=None) -> list[dict]:  # fmt: skip
     """One row per ISA: engine and torch float32 ms per image at this batch and thread count.
 
     torch runs the float network both as it comes (NCHW) and channels-last, and the faster of
     the two is the baseline, as the layer bench takes the faster of its convolutions. The engine
     also runs without cross-layer fusion (``fuse_layers=False``) on the first path, in the same
-    rounds: ``fusion_speedup`` is what emitting the next layer's bits buys.
+    rounds: ``fusion_speedup`` is what emitting the next layer's bits buys. With
+    ``fp32_layers_model`` (the same network, its full-precision layers in float32), that one runs
+    in the same rounds too: ``int8_layers_speedup`` is what the int8 layers buy.
     """
     engine = PackedEngine(xnor_model, threads)
     unfused = PackedEngine(xnor_model, threads, fuse_layers=False)
@@ -97,6 +108,9 @@ def time_network(xnor_model, fp_net: torch.nn.Module, x: np.ndarray, isas: list[
     for isa in isas:
         fns[isa] = with_isa(with_threads(lambda: engine(x), threads), isa)
     fns["unfused"] = with_isa(with_threads(lambda: unfused(x), threads), isas[0])
+    if fp32_layers_model is not None:
+        fp32_layers = PackedEngine(fp32_layers_model, threads)
+        fns["fp32_layers"] = with_isa(with_threads(lambda: fp32_layers(x), threads), isas[0])
     with torch.no_grad():
         sec = time_interleaved(fns, warmup, repeats, lambda: None)
         profile = with_isa(with_threads(lambda: engine.profile(x), threads), isas[0])()
@@ -109,6 +123,10 @@ def time_network(xnor_model, fp_net: torch.nn.Module, x: np.ndarray, isas: list[
         "torch_channels_last_ms_per_image": round(1e3 * sec["torch_cl"] / batch, 3),
         "speedup": round(torch_sec / sec[isa], 2),
         "fusion_speedup": round(sec["unfused"] / sec[isa], 3) if isa == isas[0] else None,
+        "fp32_layers_ms_per_image": round(1e3 * sec["fp32_layers"] / batch, 3)
+        if isa == isas[0] and "fp32_layers" in sec else None,
+        "int8_layers_speedup": round(sec["fp32_layers"] / sec[isa], 3)
+        if isa == isas[0] and "fp32_layers" in sec else None,
         "first_layer_share": round(first_layer_share(engine, profile), 3) if isa == isas[0] else None,
     } for isa in isas]  # fmt: skip
 
@@ -121,6 +139,8 @@ def run_bench_network(b: DictConfig) -> tuple[list[dict], dict]:
         if batches[0] < 1 or b.agreement_inputs < 1:
             raise ValueError("batches and agreement_inputs must be positive")
         peers = requested(b.get("peers", "all"), NETWORK_PEERS, "bench_network")
+        if b.get("float_layers", "int8") not in FLOAT_LAYERS:
+            raise ValueError(f"float_layers must be one of {FLOAT_LAYERS}, got {b.float_layers!r}")
     except (TypeError, ValueError) as e:
         raise XnornetError(f"bench_network config: {e}") from e
     rng = np.random.default_rng(b.seed)
@@ -161,6 +181,10 @@ def bench_one(name: str, net_cfg: DictConfig, b: DictConfig, x: np.ndarray, isas
                                b.calibration.batch_size, b.seed)  # fmt: skip
     fp_net = calibrate_batchnorm(build(net_cfg, FLOAT), shape, 1, b.calibration.batch_size, b.seed)
     model = pack_network(xnor, shape, variant="xnor", network=net_cfg._target_)
+    calibration = calibration_inputs(shape, b.calibration.batches, b.calibration.batch_size, b.seed)
+    fp32_layers = None
+    if b.get("float_layers", "int8") == "int8":  # calibrated as the int8 peer is
+        model, fp32_layers = quantize_float_layers(model, calibration), model
     torch.set_num_threads(thread_counts[-1])
     summary = {**size_and_agreement(xnor, model, x[: b.agreement_inputs], thread_counts[-1]),
                **counted_speedup(xnor, shape), "by_path": {}}  # fmt: skip
@@ -168,12 +192,11 @@ def bench_one(name: str, net_cfg: DictConfig, b: DictConfig, x: np.ndarray, isas
     for batch in batches:
         for t in thread_counts:
             bar.set_postfix_str(f"{name} batch {batch}, {t} thr")
-            timed = time_network(model, fp_net, x[:batch], isas, t, b.warmup, b.repeats)
+            timed = time_network(model, fp_net, x[:batch], isas, t, b.warmup, b.repeats, fp32_layers)
             rows += [{"network": name, **row} for row in timed]
             bar.update()
     if folder is not None:  # the int8 peer calibrates on the batches BatchNorm saw
         folder.mkdir()
-        calibration = calibration_inputs(shape, b.calibration.batches, b.calibration.batch_size, b.seed)
         save_network_job(folder, fp_net, model, calibration, x[: batches[-1]], thread_counts[-1])
     return rows, summary
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from xnornet.kernels import _xnor
 
-__all__ = ["fixed_teams", "reset_teams", "team_adaptive", "team_counts"]
+__all__ = ["fixed_teams", "reset_teams", "team_adaptive", "team_counts", "team_judgement", "team_policy"]
 
 
 def team_adaptive() -> bool:
@@ -34,6 +34,19 @@ def team_counts() -> dict[str, int]:
     """Since the last reset: team calls, how many were held up, and calls run on one thread
     because an earlier one was (``team_calls``, ``held_up``, ``ran_alone``)."""
     return {k: int(v) for k, v in _xnor.team_counts().items()}
+
+
+def team_judgement(wall_ns: int, alone_ns: float, streak: int, window_ns: int) -> int:
+    """The back-off in ns that one team call calls for (0: it was not held up), from its wall
+    time, one unhindered thread's estimated time, the healthy team calls since the last held-up
+    one and the last back-off: the kernel's own decision, exposed so that it is tested as a table."""
+    return int(_xnor.team_judgement(wall_ns, alone_ns, streak, window_ns))
+
+
+def team_policy() -> dict[str, int]:
+    """The policy's constants: min_ns, max_ns (back-off bounds), slack_ns (what a call may lose
+    before it counts as held up), streak (healthy calls after which a held-up one is news), cost."""
+    return {k: int(v) for k, v in _xnor.team_policy().items()}
 
 
 def reset_teams() -> None:

@@ -38,6 +38,7 @@ from xnornet.kernels import (
 )
 from xnornet.kernels.ops import bn_sign_pack, pool2d_nhwc
 from xnornet.packed.file_format import PackedModel, load_packed, unpack_weight_signs
+from xnornet.packed.fusion_plan import WEIGHT_OPS, PlannedStep, fusion_plan, weight_kind
 from xnornet.packed.int8_ops import Int8Layer, int8_conv, int8_linear
 
 Step = Callable[[np.ndarray], np.ndarray]
@@ -182,31 +183,27 @@ def sign_input(model: PackedModel, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 def weight_step(
     model: PackedModel, i: int, sign, threads: int | None, relu: bool, emit=None, maxpool=None
-) -> tuple[str, Step]:
-    """Layer i (conv/linear): XNOR on the kernel when its input is binarized (``sign`` gives the
-    per-channel scale/shift whose sign is packed, or PACKED), else a float op; a following ReLU
-    fused in; ``emit``: the next layer's scale/shift, whose sign it returns packed; ``maxpool``:
-    an int8 conv's following max pool (kernel, stride, padding), pooled on its int8 output."""
+) -> Step:
+    """Layer i (conv/linear) as fusion_plan.weight_kind says: XNOR on the kernel (``sign`` gives
+    the per-channel scale/shift whose sign is packed, or PACKED), int8, or a float op; a following
+    ReLU fused in; ``emit``: the next layer's scale/shift, whose sign it returns packed;
+    ``maxpool``: an int8 conv's following max pool (kernel, stride, padding), pooled in int8."""
     spec, op = model.architecture[i], model.architecture[i]["op"]
-    suffix = "+relu" if relu else ""
-    if spec["binary_input"]:
+    kind = weight_kind(spec)
+    if kind == "xnor":
         if sign is None:
             c = spec["in"]
             sign = (np.ones(c, np.float32), np.zeros(c, np.float32))
-        build = xnor_conv if op == "conv" else xnor_linear
-        suffix += "+sign" if emit is not None else ""
-        return f"{i}:xnor_{op}{suffix}", build(model, i, sign, threads, relu, emit)
-    if spec.get("int8"):
+        return (xnor_conv if op == "conv" else xnor_linear)(model, i, sign, threads, relu, emit)
+    if kind == "int8":
         q = Int8Layer.from_tensors(model.tensors, i)
         if op == "linear":
-            return f"{i}:int8_linear{suffix}", int8_linear(q, relu)
-        pooled = "+maxpool" if maxpool is not None else ""
-        return f"{i}:int8_conv{suffix}{pooled}", int8_conv(q, spec["stride"], spec["padding"], relu, maxpool)
+            return int8_linear(q, relu)
+        return int8_conv(q, spec["stride"], spec["padding"], relu, maxpool)
     w, b = float_weight(model, i), model.tensors.get(f"{i}.bias")
-    run = (
+    return (
         float_conv(w, b, spec["stride"], spec["padding"], relu) if op == "conv" else float_linear(w, b, relu)
     )
-    return f"{i}:{'bwn' if spec['binary'] else 'float'}_{op}{suffix}", run
 
 
 def plain_step(model: PackedModel, i: int, threads: int | None) -> Step:
@@ -230,87 +227,24 @@ def plain_step(model: PackedModel, i: int, threads: int | None) -> Step:
     raise XnornetError(f"layer {i}: a {op} must feed a binary-input layer")
 
 
-def consumers(arch: list[dict]) -> dict[int, list[int]]:
-    """Spec index (-1: the input) → the specs that read it."""
-    users: dict[int, list[int]] = {i: [] for i in range(-1, len(arch))}
-    for j, spec in enumerate(arch):
-        for i in spec["inputs"]:
-            users[i].append(j)
-    return users
+def build_step(model: PackedModel, p: PlannedStep, threads: int | None) -> Step:
+    """One planned step as the function the engine calls."""
+    arch = model.architecture
+    if arch[p.layer]["op"] not in WEIGHT_OPS:
+        return plain_step(model, p.layer, threads)
+    sign = PACKED if p.sign_packed else sign_input(model, p.sign_of) if p.sign_of is not None else None
+    emit = sign_input(model, p.emits) if p.emits is not None else None
+    pool_spec = arch[p.maxpool] if p.maxpool is not None else None
+    maxpool = (pool_spec["kernel"], pool_spec["stride"], pool_spec["padding"]) if pool_spec else None
+    return weight_step(model, p.layer, sign, threads, p.relu, emit, maxpool)
 
 
 def compile_steps(model: PackedModel, threads: int | None, fuse_layers: bool = True) -> list[NamedStep]:
-    """The graph as steps in execution order. Where a layer is the only reader of what follows it,
-    that follows into the layer's own pass: BatchNorm → sign into the binary layer it feeds (which
-    packs the sign itself), and after a conv, a residual ``add`` whose other branch is already
-    computed (added in the GEMM's output transform) and a ReLU. When that BatchNorm → sign sits
-    between two XNOR layers of one kind, the first emits the second's packed input. An int8 conv
-    pools a max pool that follows it on its int8 output."""
-    arch = model.architecture
-    users = consumers(arch)
-
-    def only_user(i: int | None) -> int | None:
-        return users[i][0] if i is not None and len(users[i]) == 1 else None
-
-    def emitted_sign(layer: int, out: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The BN/threshold whose sign the XNOR layer `layer` (output `out`) can emit: read by
-        nothing else, and feeding an XNOR layer of the same op without K/β scaling (which needs
-        the float values' mean |·|)."""
-        a = only_user(out)
-        j = only_user(a)
-        if not fuse_layers or not arch[layer]["binary_input"] or a is None or j is None:
-            return None
-        if arch[a]["op"] not in ("threshold", "affine") or arch[j]["op"] != arch[layer]["op"]:
-            return None
-        if not arch[j].get("binary_input") or arch[j]["scale_activations"] or arch[j]["inputs"] != [a]:
-            return None
-        return sign_input(model, a)
-
-    steps: list[NamedStep] = []
-    fused: set[int] = set()
-    computed: set[int] = {-1}
-    emitted: set[int] = set()  # values that are packed sign bits, emitted by the layer before
-    for i, spec in enumerate(arch):
-        if i in fused:
-            continue
-        op, inputs, j = spec["op"], list(spec["inputs"]), only_user(i)
-        sign, layer = None, i
-        if op in ("threshold", "affine") and j is not None and arch[j].get("binary_input"):
-            sign, layer = sign_input(model, i), j  # the consumer packs the sign of BN(x) itself
-            if inputs[0] in emitted:  # ... or the layer before packed it already
-                sign = PACKED
-            fused.add(j)
-        if arch[layer]["op"] not in ("conv", "linear"):
-            steps.append(NamedStep(f"{i}:{op}", plain_step(model, i, threads), inputs, i))
-            computed.add(i)
-            continue
-        out, k = layer, only_user(layer)
-        if arch[layer]["op"] == "conv" and k is not None and arch[k]["op"] == "add":
-            other = [o for o in arch[k]["inputs"] if o != layer]
-            if len(other) == 1 and other[0] in computed:
-                inputs, out, k = [*inputs, other[0]], k, only_user(k)
-                fused.add(out)
-        relu = k is not None and arch[k]["op"] == "relu"
-        if relu:
-            out = k
-            fused.add(k)
-        maxpool, k = None, only_user(out)
-        if (
-            arch[layer].get("int8")
-            and arch[layer]["op"] == "conv"
-            and len(inputs) == 1
-            and (k is not None and arch[k]["op"] == "maxpool")
-        ):
-            maxpool, out = (arch[k]["kernel"], arch[k]["stride"], arch[k]["padding"]), k  # pooled in int8
-            fused.add(k)
-        emit = emitted_sign(layer, out)
-        if emit is not None:
-            emitted.add(out)
-        name, run = weight_step(model, layer, sign, threads, relu, emit, maxpool)
-        name += "+add" * (len(inputs) == 2)
-        steps.append(NamedStep(name, run, inputs, out))
-        computed.add(out)
-    return steps
+    """The graph as steps in execution order, fused as packed.fusion_plan decides."""
+    return [
+        NamedStep(p.name, build_step(model, p, threads), list(p.inputs), p.output)
+        for p in fusion_plan(model.architecture, fuse_layers)
+    ]
 
 
 ACTIVATION_BUDGET = 24 << 20  # bytes of activations one chunk of a batch may produce per layer

@@ -16,6 +16,8 @@ Binary weights become one dense bit stream of sign(W), exactly 1/32 of float32, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from torch import nn
 
@@ -134,11 +136,28 @@ def _plain_layer(layer: nn.Module) -> dict:
     raise XnornetError(f"cannot pack a {type(layer).__name__} layer")
 
 
+@dataclass(frozen=True)
+class Origin:
+    """The torch modules one stored layer stands for: the layer itself, the BatchNorm folded into
+    it (its output is the stored layer's output), and whether a BatchNorm before it handed it a
+    shift (then the stored layer's input is not the torch layer's input)."""
+
+    module: nn.Module | None
+    folded: nn.Module | None = None
+    shifted: bool = False
+
+
 def inference_layers(net: nn.Module) -> list[Layer]:
     """The inference form of an eval-mode network, in execution order; each spec names the
     layers it reads (``inputs``, -1 for the network input), so residual graphs pack like chains."""
+    return inference_form(net)[0]
+
+
+def inference_form(net: nn.Module) -> tuple[list[Layer], list[Origin]]:
+    """``inference_layers`` and, per stored layer, the torch modules it came from."""
     nodes, output = capture(net)
     out: list[Layer] = []
+    origins: list[Origin] = []
     value_of: dict[int, int] = {}  # graph node → the spec index that holds its value
     handoff: dict[int, dict] = {}  # graph node → flip/shift that its BatchNorm hands it
     for node in nodes:
@@ -153,6 +172,7 @@ def inference_layers(net: nn.Module) -> list[Layer]:
             continue
         only_user = nodes[node.users[0]] if len(node.users) == 1 else None
         layer = node.module
+        origin = Origin(layer)
         if isinstance(layer, BatchNorm):
             entry, give = _bn_layer(layer, only_user.module if only_user else None)
             if give:
@@ -162,6 +182,7 @@ def inference_layers(net: nn.Module) -> list[Layer]:
             fold = fold if layer.weight_quantizer is None else None
             given = handoff.pop(node.index, {})
             entry = _weight_layer(layer, given.get("flip"), given.get("shift"), fold and fold.module)
+            origin = Origin(layer, fold and fold.module, given.get("shift") is not None)
             if fold:
                 value_of[fold.index] = len(out)
         elif node.kind in ("add", "flatten"):
@@ -171,9 +192,10 @@ def inference_layers(net: nn.Module) -> list[Layer]:
         entry[0]["inputs"] = inputs
         value_of[node.index] = len(out)
         out.append(entry)
+        origins.append(origin)
     if value_of[output] != len(out) - 1:
         raise XnornetError(f"cannot pack {type(net).__name__}: its output is not its last layer")
-    return out
+    return out, origins
 
 
 def pack_network(net: nn.Module, input_shape: tuple[int, ...], **info) -> PackedModel:

@@ -33,8 +33,9 @@ import openvino.opset13 as ops
 
 from xnornet.errors import XnornetError
 from xnornet.files import atomic_path
-from xnornet.packed.engine import consumers, float_weight, sign_input, weight_signs
+from xnornet.packed.engine import float_weight, sign_input, weight_signs
 from xnornet.packed.file_format import PackedModel, load_packed
+from xnornet.packed.fusion_plan import consumers
 from xnornet.peers.openvino_binary import binary_conv, binary_linear, compile_for_latency, per_channel
 
 Value = ov.Output

@@ -1,5 +1,9 @@
 """DVC stage `evaluate@<variant>`: run the packed model on the kernel; compare with PyTorch.
 
+Its predictions are compared with the torch model that runs the same layers (torch's quantized
+modules where the packed file has int8 layers: packed.int8_reference), which must agree, and with
+the trained float model, whose gap is the int8 layers' accuracy cost.
+
 xnornet evaluate model=xnor [packed=any/file.packed]
 """
 
@@ -17,6 +21,7 @@ from xnornet.machine import resolve_thread_counts
 from xnornet.packed.agreement import agreement, batched, torch_logits
 from xnornet.packed.engine import load_engine
 from xnornet.packed.inference_form import check_architecture
+from xnornet.packed.int8_reference import int8_layers_in_torch
 from xnornet.packed.memory import markdown_table, memory_metrics, memory_table, write_memory_reports
 from xnornet.preflight import check_finite_state, check_output_dir
 from xnornet.stages import stage_main
@@ -56,9 +61,16 @@ def main(cfg: DictConfig) -> None:
         dm = build_datamodule(cfg)
         dm.setup()
         x = np.ascontiguousarray(dm.test_set.x.numpy())  # (N, C, H, W) normalized float32
+        labels = dm.test_set.y.numpy()
         ours = batched(engine, x, e.batch_size)
         theirs = batched(lambda b: torch_logits(net, b), x, e.batch_size)
-        metrics = {"variant": variant, **agreement(ours, theirs, dm.test_set.y.numpy(), e.tie_tolerance)}
+        versus_float = agreement(ours, theirs, labels, e.tie_tolerance)
+        with int8_layers_in_torch(net, engine.model) as same_layers:  # the float model if none are int8
+            theirs = batched(lambda b: torch_logits(same_layers, b), x, e.batch_size)
+        metrics = {"variant": variant, "float_layers": engine.model.info.get("float_layers", "fp32"),
+                   **agreement(ours, theirs, labels, e.tie_tolerance),
+                   "float_model_test_acc": versus_float["torch_test_acc"],
+                   "float_model_agreement": versus_float["agreement"]}  # fmt: skip
         rows = memory_table(engine.model)
         metrics.update(memory_metrics(rows, engine.model, net, packed_path))
         metrics.update({"batch_size": e.batch_size, "threads": threads})

@@ -1,0 +1,78 @@
+"""The trained torch network with its full-precision layers run by torch's own quantized modules,
+holding the packed file's int8 numbers: what an engine with int8 layers is compared against.
+
+Against the float model, an int8-layer engine differs by int8 rounding, which says nothing about
+its binary layers; against this model, the only difference left is the engine's own (as for a
+float32-layer engine against the float model). Both comparisons are reported (evaluate stage).
+
+Each stored int8 layer replaces the output of the torch modules it stands for (the layer and the
+BatchNorm folded into it) with ``torch.ao.nn.quantized.Conv2d`` / ``Linear`` applied to the
+layer's own input. A ReLU that the engine fuses into the op stays a float ReLU here: requantizing
+onto the same grid and then clamping at zero gives the same numbers as clamping inside the op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.ao.nn.quantized as nnq
+from torch import nn
+
+from xnornet.errors import XnornetError
+from xnornet.packed.file_format import PackedModel
+from xnornet.packed.inference_form import inference_form
+from xnornet.packed.int8_ops import Int8Layer, exact_quantized_ops, quantize_input, quantized_engine
+
+
+def quantized_module(spec: dict, q: Int8Layer) -> nn.Module:
+    """torch's quantized Conv2d or Linear with ``q``'s weights, bias and output grid."""
+    with quantized_engine():
+        if spec["op"] == "conv":
+            m = nnq.Conv2d(spec["in"], spec["out"], tuple(spec["kernel"]), spec["stride"], spec["padding"])
+        else:
+            m = nnq.Linear(spec["in"], spec["out"])
+        m.set_weight_bias(q.qweight(), q.bias_tensor())
+    m.scale, m.zero_point = q.output_scale, q.output_zero_point
+    return m
+
+
+@contextlib.contextmanager
+def int8_layers_in_torch(net: nn.Module, model: PackedModel) -> Iterator[nn.Module]:
+    """``net`` (eval mode) running ``model``'s int8 layers through torch's quantized modules while
+    the context lasts; its own float layers come back on exit."""
+    _, origins = inference_form(net)
+    if len(origins) != len(model.architecture):
+        raise XnornetError("the packed model is not the inference form of this network")
+    handles = []
+    try:
+        for i, (spec, origin) in enumerate(zip(model.architecture, origins, strict=True)):
+            if not spec.get("int8"):
+                continue
+            if origin.shifted:  # its stored input is BN's s·x, torch's is s·x + t
+                raise XnornetError(
+                    f"layer {i} ({spec['op']}): a BatchNorm shift was folded into it, so torch's "
+                    "input to it differs from the engine's; no int8 torch reference for it"
+                )
+            q = Int8Layer.from_tensors(model.tensors, i)
+            handles += _swap(origin.module, origin.folded, quantized_module(spec, q), q)
+        yield net
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _swap(first: nn.Module, last: nn.Module | None, op: nn.Module, q: Int8Layer) -> list:
+    """Hooks: remember ``first``'s input, and replace the output of ``last`` (``first`` when None)
+    with ``op`` run on that input, quantized to and dequantized from ``q``'s grids."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def remember(_module, inputs):
+        seen["x"] = inputs[0]
+
+    def replace(_module, _inputs, output):  # a float64 network gets float64 back
+        with torch.no_grad(), exact_quantized_ops():
+            return op(quantize_input(seen.pop("x").float().contiguous(), q)).dequantize().to(output.dtype)
+
+    return [first.register_forward_pre_hook(remember), (last or first).register_forward_hook(replace)]
