@@ -20,10 +20,12 @@
 
 enum { XN_ISA_GENERIC = 0, XN_ISA_SCALAR = 1, XN_ISA_AVX2 = 2, XN_ISA_AVX512 = 3 };
 
-/* Not a CPU path but the AVX2 GEMM it replaced (vpshufb lookup on whole bytes, xn_micro_avx2.h),
- * kept under its own code so the bench can time both in one run until the nibble-plane kernel
- * (xn_avx2_planes.h) is the clear winner (issue 7); everything but the GEMM runs as for AVX2.
- * xn_cpu_isa never returns it. */
+/* Not a CPU path of its own but the AVX2 GEMM on whole bytes (vpshufb lookup, xn_micro_avx2.h)
+ * that the nibble planes (xn_avx2_planes.h) replaced for most shapes. It still runs by default
+ * where the planes lose: few rows and weights past the caches, where the planes' doubled bytes
+ * are streamed from memory (a batch-1 fully connected layer; chosen by PackedColumns.path in
+ * kernels/ops.py), and the bench times it beside the planes. Everything but the GEMM runs as for
+ * AVX2. xn_cpu_isa never returns it. */
 enum { XN_ISA_AVX2_LOOKUP = 4 };
 
 /* The AVX2 family: the same packing and sign kernels for both GEMMs. */

@@ -11,7 +11,7 @@
  *   xn_bitpack.h   sign-packing float rows (xn_pack_rows)
  *   xn_signpack.h  BatchNorm/affine -> sign -> pack (xn_affine_pack_rows, xn_bn_sign_pack)
  *   xn_epilogue.h  the GEMM's fused output transform (portable and AVX-512 row stores)
- *   xn_micro_avx2.h the former AVX2 microkernel (vpshufb lookup on whole bytes), for the bench
+ *   xn_micro_avx2.h the AVX2 lookup microkernel (vpshufb on whole bytes): streaming GEMMs, the bench
  *   xn_rows.h      the GEMM's A rows: explicit, or a conv's implicit im2col (window table)
  *   xn_avx2_planes.h the AVX2 GEMM on nibble planes (B planes, A staging, microkernel, block)
  *   xn_bgemm.h     microkernels, row blocks, xn_bgemm

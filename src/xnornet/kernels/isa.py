@@ -15,23 +15,23 @@ import warnings
 import numpy as np
 
 from xnornet.kernels import _xnor
+from xnornet.kernels.panels import gemm_operand, panel_layout
 from xnornet.kernels.reference import pack_bits_ref, xnor_gemm_ref
 
 # index = the code the C side uses (kernels/xn_dispatch.h)
 ISAS = ("generic", "scalar", "avx2", "avx512-vpopcntdq")
-# Not a CPU path: the AVX2 GEMM the nibble-plane kernel replaced (XN_ISA_AVX2_LOOKUP), kept only
-# so the bench can time the two side by side (issue 7); runs wherever avx2 does, never by default.
+# Not a CPU path: the AVX2 GEMM on whole bytes that the nibble planes replaced for most shapes
+# (XN_ISA_AVX2_LOOKUP). It runs wherever avx2 does: by default for streaming GEMMs, few rows
+# against weights past the caches (PackedColumns.path), and beside the planes in the bench.
 COMPARISON_ISAS = {"avx2-lookup": (4, "avx2")}
 ENV_VAR = "XNORNET_ISA"
 
 
 @functools.cache
 def _self_test(code: int) -> bool:
-    """Pack, then GEMM with the B operand the path reads (PackedColumns.operand), over two short
+    """Pack, then GEMM with the B operand the path reads (panels.gemm_operand), over two short
     row blocks, both 8-column halves of a short panel and, at the second K, several K chunks of
     the AVX2 kernel."""
-    from xnornet.kernels.ops import PackedColumns  # ops imports this module
-
     rng = np.random.default_rng(code)
     for k in (200, 2 * 64 * _xnor.PLANES_CHUNK_WORDS + 65):
         x = rng.standard_normal((20, k), dtype=np.float32)
@@ -41,7 +41,7 @@ def _self_test(code: int) -> bool:
             return False
         a, b = words[:7], words[7:]
         out = np.empty((7, len(b)), dtype=np.int32)
-        _xnor.bgemm_i32(code, a, PackedColumns.from_bits(b, k).operand(code), len(b), k, None, out, 1)
+        _xnor.bgemm_i32(code, a, gemm_operand(panel_layout(b), code), len(b), k, None, out, 1)
         if not np.array_equal(out, xnor_gemm_ref(a, b, k)):
             return False
     return True

@@ -260,8 +260,9 @@ class BinaryConv2dLayer(_BinaryLayer):
             result = out.reshape(b, ho, wo, n)
         threads, corr = self._threads(m * n * kh * wt.segment_words), wt.correction(h, w)
         input_shape, x_cols = (b * h, n_words(w * c)), 0 if packed else w * c
-        return _Plan(m, n, bits, input_shape, x_cols, scale, shift, geometry, cols, corr, out, threads, emit,
-                     result)  # fmt: skip
+        return _Plan(m=m, n=n, bits=bits, input_shape=input_shape, x_cols=x_cols, scale=scale, shift=shift,
+                     geometry=geometry, cols=cols, corr=corr, out=out, threads=threads, emit=emit,
+                     result=result)  # fmt: skip
 
 
 class BinaryLinearLayer(_BinaryLayer):
@@ -317,5 +318,6 @@ class BinaryLinearLayer(_BinaryLayer):
             _EMITTED[id(result)] = result
         threads = self._threads(m * n * self.columns.words)
         input_shape, x_cols = (m, self.columns.words), 0 if packed else self.columns.k
-        return _Plan(m, n, bits, input_shape, x_cols, scale, shift, None, None, None, out, threads, emit,
-                     result)  # fmt: skip
+        return _Plan(m=m, n=n, bits=bits, input_shape=input_shape, x_cols=x_cols, scale=scale, shift=shift,
+                     geometry=None, cols=None, corr=None, out=out, threads=threads, emit=emit,
+                     result=result)  # fmt: skip

@@ -13,8 +13,8 @@ import numpy as np
 
 from xnornet.kernels import _xnor
 from xnornet.kernels.isa import COMPARISON_ISAS, ISAS, isa_code
+from xnornet.kernels.panels import PANEL, gemm_operand, panel_layout
 
-PANEL = 16  # columns per packed-B panel (XN_NR in kernels/xn_dispatch.h)
 AVX2_CODE, AVX2_LOOKUP_CODE = ISAS.index("avx2"), COMPARISON_ISAS["avx2-lookup"][0]
 # Below this many rows and above this many bytes of nibble planes, the AVX2 GEMM is bound by
 # streaming its weights (PackedColumns.path): measured on a Zen 4, 1 thread, N = 4096: planes
@@ -93,12 +93,7 @@ class PackedColumns:
 
     @classmethod
     def from_bits(cls, b_bits: np.ndarray, k: int) -> PackedColumns:
-        n, words = b_bits.shape
-        npanels = -(-n // PANEL)
-        padded = np.zeros((npanels * PANEL, words), np.uint64)  # zero columns fill the last panel
-        padded[:n] = b_bits
-        panels = padded.reshape(npanels, PANEL, words).transpose(0, 2, 1)  # (P, W, 16)
-        return cls(np.ascontiguousarray(panels), n, k)
+        return cls(panel_layout(b_bits), b_bits.shape[0], k)
 
     @property
     def words(self) -> int:
@@ -119,12 +114,8 @@ class PackedColumns:
         (P, W, 32) low/high nibble planes (kernels/xn_avx2_planes.h), converted once and kept,
         so a layer or a caller that reuses these columns converts them once."""
         width = _xnor.panel_width(isa)
-        if width == PANEL:
-            return self.panels
         if width not in self._operands:
-            planes = np.empty((*self.panels.shape[:2], width), dtype=np.uint64)
-            _xnor.nibble_planes(self.panels, planes)
-            self._operands[width] = planes
+            self._operands[width] = gemm_operand(self.panels, isa)
         return self._operands[width]
 
 
