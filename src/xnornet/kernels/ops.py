@@ -114,6 +114,8 @@ class PackedColumns:
         (P, W, 32) low/high nibble planes (kernels/xn_avx2_planes.h), converted once and kept,
         so a layer or a caller that reuses these columns converts them once."""
         width = _xnor.panel_width(isa)
+        if width == PANEL:
+            return self.panels
         if width not in self._operands:
             self._operands[width] = gemm_operand(self.panels, isa)
         return self._operands[width]
