@@ -155,24 +155,23 @@ def test_few_rows_on_streamed_weights_take_the_lookup_kernel_on_the_panels(monke
     """PackedColumns.path: planes past STREAMING_BYTES (lowered here, so the test stays small)
     with fewer than STREAMING_ROWS rows run the former lookup kernel on the plain panels (half
     the bytes to stream), exactly."""
-    from xnornet.kernels import ops
 
     rng = np.random.default_rng(3)
     k, n = 1000, 200
     b_f = rng.standard_normal((n, k), dtype=np.float32)
     cols = PackedColumns.from_bits(pack_bits(b_f), k)
     small = PackedColumns.from_bits(pack_bits(b_f[:20]), k)
-    monkeypatch.setattr(ops, "STREAMING_BYTES", cols.panels.nbytes)  # cols' planes are past it
-    assert 2 * small.panels.nbytes < ops.STREAMING_BYTES
-    code, operand = cols.path(ops.AVX2_CODE, 1)
-    assert code == ops.AVX2_LOOKUP_CODE and operand is cols.panels
-    code, operand = cols.path(ops.AVX2_CODE, ops.STREAMING_ROWS)
-    assert code == ops.AVX2_CODE and operand is cols.operand(ops.AVX2_CODE)
-    assert small.path(ops.AVX2_CODE, 1)[0] == ops.AVX2_CODE
-    avx512 = ops.ISAS.index("avx512-vpopcntdq")
+    monkeypatch.setattr(isa_module, "STREAMING_BYTES", cols.panels.nbytes)  # cols' planes are past it
+    assert 2 * small.panels.nbytes < isa_module.STREAMING_BYTES
+    code, operand = cols.path(isa_module.AVX2_CODE, 1)
+    assert code == isa_module.AVX2_LOOKUP_CODE and operand is cols.panels
+    code, operand = cols.path(isa_module.AVX2_CODE, isa_module.STREAMING_ROWS)
+    assert code == isa_module.AVX2_CODE and operand is cols.operand(isa_module.AVX2_CODE)
+    assert small.path(isa_module.AVX2_CODE, 1)[0] == isa_module.AVX2_CODE
+    avx512 = isa_module.ISAS.index("avx512-vpopcntdq")
     assert cols.path(avx512, 1) == (avx512, cols.panels)  # other paths: unchanged
     monkeypatch.setenv("XNORNET_ISA", "avx2")
-    for m in (1, 3, ops.STREAMING_ROWS + 1):
+    for m in (1, 3, isa_module.STREAMING_ROWS + 1):
         a_f = rng.standard_normal((m, k), dtype=np.float32)
         expected = xnor_gemm_ref(pack_bits(a_f), pack_bits(b_f), k)
         np.testing.assert_array_equal(gemm_packed(pack_bits(a_f), cols), expected)

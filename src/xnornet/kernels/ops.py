@@ -12,15 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xnornet.kernels import _xnor
-from xnornet.kernels.isa import COMPARISON_ISAS, ISAS, isa_code
+from xnornet.kernels.isa import gemm_path, isa_code
 from xnornet.kernels.panels import PANEL, gemm_operand, panel_layout
 
-AVX2_CODE, AVX2_LOOKUP_CODE = ISAS.index("avx2"), COMPARISON_ISAS["avx2-lookup"][0]
-# Below this many rows and above this many bytes of nibble planes, the AVX2 GEMM is bound by
-# streaming its weights (PackedColumns.path): measured on a Zen 4, 1 thread, N = 4096: planes
-# faster at M = 1 with 4 MB of planes (1.11×) and at M = 16 with 9.4 MB (1.02×), slower at
-# M = 1 with 9.4 MB (0.96×) and 25.7 MB (0.44×).
-STREAMING_ROWS, STREAMING_BYTES = 16, 8 << 20
 SERIAL_WORK = 1 << 15  # below this many word-ops one thread is faster than waking a team
 
 
@@ -100,14 +94,9 @@ class PackedColumns:
         return self.panels.shape[1]
 
     def path(self, isa: int, m: int) -> tuple[int, np.ndarray]:
-        """The GEMM path and B operand for ``m`` rows. The AVX2 nibble planes read twice the bytes
-        of the panels; with few rows to share each weight (a batch-1 fully connected layer) and
-        weights past the caches, the GEMM streams them from memory, and the former lookup kernel
-        on the plain panels is faster (VGG fc6 at batch 1 on a Zen 4: planes 0.44×, 1.76 ms
-        against 0.77 ms)."""
-        if isa == AVX2_CODE and m < STREAMING_ROWS and 2 * self.panels.nbytes > STREAMING_BYTES:
-            return AVX2_LOOKUP_CODE, self.panels
-        return isa, self.operand(isa)
+        """The GEMM path (kernels.isa.gemm_path) and its B operand for ``m`` rows."""
+        code = gemm_path(isa, m, self.panels.nbytes)
+        return code, self.operand(code)
 
     def operand(self, isa: int) -> np.ndarray:
         """The panels as the GEMM of path ``isa`` reads them: themselves, or for AVX2 their
