@@ -54,8 +54,14 @@ def residual() -> list[dict]:
 
 
 def add_first() -> list[dict]:
-    """The main branch before its shortcut: the add cannot go into the conv's output transform."""
+    """The main branch listed before its float shortcut (as torch.fx captures ResNet-18)."""
     return [op("threshold", [-1], channels=8), conv([0]), conv([-1], **FLOAT), op("add", [1, 2])]
+
+
+def add_first_binary_shortcut() -> list[dict]:
+    """The main branch listed before a binary shortcut, which cannot run first on its own."""
+    return [op("threshold", [-1], channels=8), conv([0]), op("threshold", [-1], channels=8), conv([2]),
+            op("add", [1, 3])]  # fmt: skip
 
 
 CASES = {
@@ -76,8 +82,10 @@ CASES = {
         ("1:xnor_conv+relu", (-1,), 2), ("4:xnor_conv+relu", (2,), 5)]),
     "residual: add and ReLU in the conv": (residual(), True, [
         ("0:float_conv", (-1,), 0), ("2:xnor_conv+relu+add", (-1, 0), 4)]),
-    "residual, main branch first: a separate add": (add_first(), True, [
-        ("1:xnor_conv", (-1,), 1), ("2:float_conv+add", (-1, 1), 3)]),
+    "residual, main branch listed first: the float shortcut runs first": (add_first(), True, [
+        ("2:float_conv", (-1,), 2), ("1:xnor_conv+add", (-1, 2), 3)]),
+    "residual, binary shortcut listed second: added by it": (add_first_binary_shortcut(), True, [
+        ("1:xnor_conv", (-1,), 1), ("3:xnor_conv+add", (-1, 1), 4)]),
 }  # fmt: skip
 
 

@@ -2,7 +2,8 @@
 
 Where a layer is the only reader of what follows it, that follows into the layer's own pass:
 BatchNorm → sign into the binary layer it feeds (which packs the sign itself), and after a conv,
-a residual ``add`` whose other branch is already computed (added in the GEMM's output transform)
+a residual ``add`` whose other branch is already computed (added in the GEMM's output transform;
+a full-precision 1×1 shortcut that the graph lists after the main branch is run first for that)
 and a ReLU. When that BatchNorm → sign sits between two XNOR layers of one kind, the first emits
 the second's packed input. An int8 conv pools a max pool that follows it on its int8 output.
 
@@ -78,6 +79,18 @@ def fusion_plan(arch: list[dict], fuse_layers: bool = True) -> list[PlannedStep]
             return None
         return a
 
+    def early_shortcut(s: int, add: int, computed: set[int]) -> bool:
+        """Whether ``s``, the other input of ``add``, is a full-precision conv not yet computed
+        whose own inputs are, read by the add only: then it can run before the add's other branch."""
+        spec = arch[s]
+        return (
+            s not in computed
+            and spec["op"] == "conv"
+            and not spec["binary_input"]
+            and users[s] == [add]
+            and all(i in computed for i in spec["inputs"])
+        )
+
     plan: list[PlannedStep] = []
     fused: set[int] = set()
     computed: set[int] = {-1}
@@ -97,6 +110,14 @@ def fusion_plan(arch: list[dict], fuse_layers: bool = True) -> list[PlannedStep]
         out, k = layer, only_user(layer)
         if arch[layer]["op"] == "conv" and k is not None and arch[k]["op"] == "add":
             other = [o for o in arch[k]["inputs"] if o != layer]
+            if len(other) == 1 and early_shortcut(other[0], k, computed):
+                # a full-precision shortcut that comes later in the graph runs first, so that
+                # this conv adds it in its own output transform (ResNet's downsampling blocks)
+                s = other[0]
+                plan.append(PlannedStep(f"{s}:{weight_kind(arch[s])}_{arch[s]['op']}", s,
+                                        tuple(arch[s]["inputs"]), s))  # fmt: skip
+                computed.add(s)
+                fused.add(s)
             if len(other) == 1 and other[0] in computed:
                 inputs, out, k = [*inputs, other[0]], k, only_user(k)
                 fused.add(out)
