@@ -92,7 +92,7 @@ def test_bad_binarization_is_rejected(kwargs, match):
 
 
 def test_bad_model_config_names_the_problem():
-    with pytest.raises(XnornetError, match="weight_grad"):
+    with pytest.raises(XnornetError, match=r"model\.binarization\.weight_grad must be one of"):
         build_net(compose_config(["model=xnor", "model.binarization.weight_grad=bogus"]))
 
 

@@ -9,12 +9,14 @@ without a screen of frames in front of every user. ``HYDRA_FULL_ERROR=1`` shows 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -128,3 +130,16 @@ def report_failure(stage: str, e: BaseException) -> NoReturn:
     clear = "\r\033[K" if sys.stderr.isatty() else "\r"
     print(f"{clear}error: {stage}: {describe(e)}{where}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+@contextlib.contextmanager
+def error_boundary(stage: str, tracebacks: bool, explain=lambda e: e) -> Iterator[None]:
+    """Where a stage's failures become one line and exit 1 (``report_failure``): any Exception
+    raised inside, given a clearer form by ``explain`` first; with ``tracebacks`` (the user's
+    HYDRA_FULL_ERROR) it propagates as it is. KeyboardInterrupt and SystemExit pass through."""
+    try:
+        yield
+    except Exception as e:
+        if tracebacks:
+            raise
+        report_failure(stage, explain(e))

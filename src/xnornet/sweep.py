@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xnornet.machine import usable_cores
 from xnornet.run_owner import owner_tags
-from xnornet.stages import JOB_THREADS_ENV, SWEPT_KEYS_ENV
+from xnornet.sweep_job import JOB_THREADS_ENV, SWEPT_KEYS_ENV
 from xnornet.sweep_summary import summarize_sweep
 from xnornet.tracking import PARENT_RUN_ENV, ensure_experiment, git_commit, tracking_client, tracking_uri
 

@@ -31,8 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from xnornet.errors import XnornetError
 from xnornet.files import content_digest, write_metrics
 from xnornet.run_owner import end_orphaned_runs, owner_tags
-from xnornet.stages import swept_values
 from xnornet.store_lock import store_lock
+from xnornet.sweep_job import swept_values
 from xnornet.tracking_http import bound_requests, unreachable
 from xnornet.tracking_outage import Outage
 

@@ -209,5 +209,7 @@ def weight_quantizer(binary: bool, weight_grad: str = "exact") -> Quantizer | No
     if not binary:
         return None
     if weight_grad not in WEIGHT_QUANTIZERS:
-        raise ValueError(f"model.weight_grad must be one of {sorted(WEIGHT_QUANTIZERS)}, got {weight_grad!r}")
+        raise ValueError(
+            f"model.binarization.weight_grad must be one of {sorted(WEIGHT_QUANTIZERS)}, got {weight_grad!r}"
+        )
     return WEIGHT_QUANTIZERS[weight_grad]

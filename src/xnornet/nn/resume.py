@@ -28,8 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from xnornet.files import atomic_path, content_digest
 
-# config keys that change where a run keeps its state or how it looks, not what it computes
+# config keys that change where a run keeps its state, where it reports or how it looks, not
+# what it computes
 NOT_RESULT_KEYS = (
+    "paths",
+    "logger",
     "train.resume",
     "train.checkpoint_dir",
     "train.progress_bar",
@@ -48,13 +51,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def config_digest(cfg: DictConfig, data_files: list[Path]) -> str:
-    """SHA-256 of everything that decides a run's result: the resolved config read by the train
-    stage, less its output locations, tracking and progress display, plus the data files' contents."""
-    keep = {k: cfg[k] for k in ("seed", "datamodule", "net", "model", "train") if k in cfg}
-    node = OmegaConf.create({k: resolved(v) for k, v in keep.items()})
+    """SHA-256 of everything that decides a run's result: the resolved config the train stage
+    reads (``cfg`` is cut to its declared reads: a key it starts reading is in the digest without
+    an edit here), less its output locations, tracking and progress display (NOT_RESULT_KEYS),
+    plus the data files' contents."""
+    node = OmegaConf.create({k: resolved(v) for k, v in cfg.items()})
     for key in NOT_RESULT_KEYS:
         parent, _, leaf = key.rpartition(".")
-        sub = OmegaConf.select(node, parent)
+        sub = OmegaConf.select(node, parent) if parent else node
         if sub is not None and leaf in sub:
             del sub[leaf]
     payload = {"config": OmegaConf.to_container(node), "data": [content_digest(f) for f in data_files]}

@@ -7,24 +7,21 @@ resolved first), so the list is true by construction and the test of dvc.yaml ca
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from xnornet import quiet
 from xnornet.config_rules import check_numeric_keys
-from xnornet.errors import (
-    XnornetError,
-    full_errors,
-    report_failure,
-)  # not "report": a stage module of that name
+from xnornet.errors import XnornetError, error_boundary, full_errors
 from xnornet.preflight import (
     check_output_dir,
     check_override_types,
@@ -34,8 +31,6 @@ from xnornet.preflight import (
 )
 
 _MISSING = object()
-SWEPT_KEYS_ENV = "XNORNET_SWEPT_KEYS"  # the keys a sweep varies, set by xnornet.sweep for its jobs
-JOB_THREADS_ENV = "XNORNET_JOB_THREADS"  # torch threads per job of a parallel sweep (xnornet.sweep)
 
 
 def conf_dir() -> str:
@@ -75,16 +70,13 @@ def stage_main(
     def wrap(fn: Callable[[DictConfig], object]) -> Callable[..., object]:
         module = fn.__module__ if fn.__module__ != "__main__" else sys.modules["__main__"].__spec__.name
         stage = module.rsplit(".", 1)[-1]  # a DDP rank runs the stage as __main__ (python -m …)
+        command_line = CommandLine()  # this app's own: set while it runs from a command line
 
         @functools.wraps(fn)
         def run(cfg: DictConfig) -> object:
-            try:
-                preflight(cfg, reads, writes)
+            with error_boundary(stage, command_line.tracebacks()):
+                preflight(cfg, reads, writes, overrides_to_check=command_line.active)
                 return fn(only(cfg, reads))  # a sweeper's objective (Hydra's optuna sweeper reads it)
-            except Exception as e:  # KeyboardInterrupt and SystemExit are not Exceptions
-                if _show_tracebacks():
-                    raise
-                report_failure(stage, e)
 
         hydra_app = hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")(run)
 
@@ -93,19 +85,10 @@ def stage_main(
             quiet.install()
             if cfg_passthrough is not None:  # a test's composed config: no command line to parse
                 return hydra_app(cfg_passthrough)
-            global _user_full_errors
-            _user_full_errors = full_errors()
-            os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us, instead of printing them
-            try:
-                hydra_app()
-            except Exception as e:  # Hydra's compose and override errors: the app never ran
-                if _user_full_errors:
-                    raise
-                report_failure(stage, _with_key_hint(e))
-            finally:
-                if not _user_full_errors:
-                    os.environ.pop("HYDRA_FULL_ERROR", None)
-                _user_full_errors = None
+            with command_line.running():
+                # Hydra's compose and override errors: the app never ran
+                with error_boundary(stage, command_line.user_full_errors, _with_key_hint):
+                    hydra_app()
 
         app.reads = reads  # what the dependency test of dvc.yaml checks the stage's params against
         return app
@@ -113,8 +96,28 @@ def stage_main(
     return wrap
 
 
-# HYDRA_FULL_ERROR as the user set it, while an app runs from the command line (None: a test's call)
-_user_full_errors: bool | None = None
+@dataclass
+class CommandLine:
+    """Whether a stage app runs from a command line now (not from a test's composed config), and
+    the user's HYDRA_FULL_ERROR then: Hydra is told to raise its errors to the app meanwhile, so
+    that they reach its error boundary, and the user's setting decides the tracebacks."""
+
+    active: bool = False
+    user_full_errors: bool = False
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        self.active, self.user_full_errors = True, full_errors()
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            yield
+        finally:
+            if not self.user_full_errors:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+            self.active = False
+
+    def tracebacks(self) -> bool:
+        return self.user_full_errors if self.active else full_errors()
 
 
 def _with_key_hint(e: Exception) -> Exception:
@@ -143,13 +146,12 @@ def _with_key_hint(e: Exception) -> Exception:
     return hint
 
 
-def _show_tracebacks() -> bool:
-    return full_errors() if _user_full_errors is None else _user_full_errors
-
-
-def preflight(cfg: DictConfig, reads: tuple[str, ...], writes: tuple[str, ...]) -> None:
-    """The checks of xnornet.preflight on this run's config and command line."""
-    if _user_full_errors is not None and HydraConfig.initialized():  # a command line to check
+def preflight(
+    cfg: DictConfig, reads: tuple[str, ...], writes: tuple[str, ...], overrides_to_check: bool = False
+) -> None:
+    """The checks of xnornet.preflight on this run's config, and with ``overrides_to_check``, on
+    its command line's values against the types of the defaults they replace."""
+    if overrides_to_check and HydraConfig.initialized():
         hc = HydraConfig.get()
         overrides = list(hc.overrides.task)
         groups = {g.split("@")[0] for g in hc.runtime.choices}
@@ -171,39 +173,3 @@ def preflight(cfg: DictConfig, reads: tuple[str, ...], writes: tuple[str, ...]) 
         check_output_dir(key, path, probe=key in writes or not path.exists())
     if "logger" in reads:
         check_tracking_uri(OmegaConf.select(cfg, "logger.tracking_uri"))
-
-
-def output_root() -> Path:
-    """Where stage outputs go: the repo-relative fixed paths, or a sweep job's own directory."""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path(".")
-
-
-def torch_threads(configured: int | None) -> int | None:
-    """The thread count to set: the configured one, else a parallel sweep's share of the cores
-    (so jobs × threads ≤ cores), else None (torch's default)."""
-    if configured:
-        return int(configured)
-    share = os.environ.get(JOB_THREADS_ENV)
-    return int(share) if share else None
-
-
-def swept_values() -> dict[str, str]:
-    """A sweep job's value of each key its sweep varies (``{"model": "xnor", "seed": "1"}``); {}
-    outside a sweep. Tagged on the job's run, so a sweep summary can group runs by them."""
-    swept = set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
-    if not swept or not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
-        return {}
-    values = {}
-    for override in HydraConfig.get().overrides.task:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key in swept:
-            values[key] = value
-    return values
-
-
-def sweep_suffix() -> str:
-    """A sweep job's values of the keys the sweep varies, as a run-name suffix ("-seed1"); "" outside
-    a sweep. The variant is already in the name."""
-    return "".join(f"-{key.split('.')[-1]}{value}" for key, value in swept_values().items() if key != "model")

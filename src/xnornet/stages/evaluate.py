@@ -23,7 +23,7 @@ from xnornet.packed.engine import load_engine
 from xnornet.packed.inference_form import check_architecture
 from xnornet.packed.int8_reference import int8_layers_in_torch
 from xnornet.packed.memory import markdown_table, memory_metrics, memory_table, write_memory_reports
-from xnornet.preflight import check_finite_state, check_output_dir
+from xnornet.preflight import check_finite_state
 from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
@@ -35,10 +35,11 @@ from xnornet.tracking import stage_run
     "datamodule",
     "paths.models_dir",
     "paths.metrics_dir",
+    "paths.reports_dir",
     "logger",
     "evaluate",
     "packed",
-    writes=("paths.metrics_dir",),
+    writes=("paths.metrics_dir", "paths.reports_dir"),
 )
 def main(cfg: DictConfig) -> None:
     variant, e = cfg.model.name, cfg.evaluate
@@ -50,7 +51,6 @@ def main(cfg: DictConfig) -> None:
         raise XnornetError(f"evaluate.batch_size={e.batch_size}: expected a positive integer")
     packed_path = Path(cfg.packed)
     engine = load_engine(packed_path, threads)
-    check_output_dir("reports", Path("reports"), probe=True)
     ckpt = Path(cfg.paths.models_dir) / f"{variant}.ckpt"
     net = load_trained_net(cfg, ckpt)
     check_finite_state(net.state_dict(), ckpt)
@@ -77,7 +77,7 @@ def main(cfg: DictConfig) -> None:
         metrics.update(time_engine_vs_torch(engine, net, x[: e.batch_size], threads, e.warmup, e.repeats))
         if e.nin.enabled:
             metrics.update(nin_speed(threads, e.nin.batch_size, e.warmup, e.nin.repeats))
-        reports = write_memory_reports(rows, Path("reports") / f"memory_{variant}")
+        reports = write_memory_reports(rows, Path(cfg.paths.reports_dir) / f"memory_{variant}")
         run.record(metrics, Path(cfg.paths.metrics_dir) / f"packed_{variant}.json", reports)
     print(markdown_table(rows))
     print(", ".join(f"{k}={v}" for k, v in metrics.items()))

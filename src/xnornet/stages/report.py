@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -27,9 +28,13 @@ from xnornet.stages import stage_main
 from xnornet.tracking import stage_run
 
 
-@stage_main("paths.metrics_dir", "paths.plots_dir", "logger")
+@stage_main(
+    "paths.metrics_dir", "paths.plots_dir", "paths.reports_dir", "logger", writes=("paths.reports_dir",)
+)
 def main(cfg: DictConfig) -> None:
     metrics, plots = Path(cfg.paths.metrics_dir), Path(cfg.paths.plots_dir)
+    out = Path(cfg.paths.reports_dir) / "results.md"
+    figs = Path(os.path.relpath(plots, out.parent)).as_posix()  # the plots, as the report links them
     text = ["# xnornet results", "", "Measured by `dvc repro` on this repository's machine; the anchors are the",
             "published numbers (docs/method.md, reference results).", "", machine_line(metrics), "",
             "## Accuracy: LeNet-5 on MNIST", "",
@@ -41,14 +46,13 @@ def main(cfg: DictConfig) -> None:
             "### Accuracy, speed and size against what an x86 user deploys (LeNet-5, MNIST)", "",
             *lenet_peers_table(metrics), "",
             "## Binary layer vs torch float32 conv", "", *bench_table(metrics), "",
-            "![bench](../plots/bench.png)", "", "![bench by threads](../plots/bench_threads.png)", "",
+            f"![bench]({figs}/bench.png)", "", f"![bench by threads]({figs}/bench_threads.png)", "",
             "### The same layers against the x86 peers (1 thread)", "", *peer_layer_table(metrics), "",
-            "![bench peers](../plots/bench_peers.png)", "",
+            f"![bench peers]({figs}/bench_peers.png)", "",
             "## The paper's networks, whole: XNOR on the engine vs torch float32", "", *network_table(metrics), "",
-            "![bench_network](../plots/bench_network.png)", "",
+            f"![bench_network]({figs}/bench_network.png)", "",
             "### The same networks against the x86 peers", "", *peer_network_table(metrics), "",
-            "![bench_network peers](../plots/bench_network_peers.png)", ""]  # fmt: skip
-    out = Path("reports") / "results.md"
+            f"![bench_network peers]({figs}/bench_network_peers.png)", ""]  # fmt: skip
     curves = out.with_name("train_curves.png")
     figures = flat_headline(metrics)  # for mlflow ui (reporting.dashboard); a missing file fails here
     with stage_run(cfg, "report", "report", **measured_tags(metrics)) as run:  # before the outputs

@@ -15,7 +15,8 @@ from xnornet.nn.distributed import test_metrics
 from xnornet.nn.epoch_history import EpochHistory
 from xnornet.nn.layers import count_params
 from xnornet.nn.resume import ResumeState, config_digest, discard, resumable
-from xnornet.stages import output_root, stage_main, sweep_suffix, torch_threads
+from xnornet.stages import stage_main
+from xnornet.sweep_job import output_root, sweep_suffix, torch_threads
 from xnornet.tracking import ending, open_run
 
 
