@@ -12,7 +12,6 @@ from torch import nn
 from test_graph import FLOAT, XNOR, TinyResidual
 from test_int8_layers import SHAPE, calibration, random_lenet
 from xnornet.benchmark.network import calibrate_batchnorm
-from xnornet.errors import XnornetError
 from xnornet.nn.layers import QuantConv2d, QuantLinear
 from xnornet.packed.agreement import agreement
 from xnornet.packed.engine import PackedEngine
@@ -61,27 +60,25 @@ def test_residual_graph_with_a_folded_batchnorm_shortcut(b):
 
 
 class ShiftIntoFloatLayer(nn.Sequential):
-    """A BatchNorm before a full-precision conv without padding: its shift is folded into that
-    conv's bias, so the stored layer's input is not the torch layer's input."""
+    """A BatchNorm before a full-precision conv without padding, and one before the last linear
+    layer (AlexNet's classifier): each shift is folded into the next layer's bias, and the engine
+    keeps only its scale."""
 
     def __init__(self) -> None:
         super().__init__(QuantConv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), QuantConv2d(4, 4, 3),
-                         nn.Flatten(), QuantLinear(4 * 4 * 4, 2))  # fmt: skip
+                         nn.Flatten(), nn.BatchNorm1d(64), QuantLinear(4 * 4 * 4, 2))  # fmt: skip
 
 
-def test_a_layer_with_a_folded_shift_is_refused_by_name():
-    net = calibrate_batchnorm(ShiftIntoFloatLayer(), (1, 8, 8), 1, 8, seed=0)
-    int8 = quantize_float_layers(pack_network(net, (1, 8, 8)), calibration_8x8())
-    x = calibration_8x8()[0]
-    before = logits(net, x)
-    with pytest.raises(XnornetError, match=r"layer 3 \(conv\): a BatchNorm shift was folded into it"):
-        with int8_layers_in_torch(net, int8):
-            pass
-    np.testing.assert_array_equal(logits(net, x), before)  # layer 0's hooks are gone too
+def test_layers_with_a_folded_batchnorm_shift():
+    torch.manual_seed(2)
+    net = calibrate_batchnorm(ShiftIntoFloatLayer(), (1, 8, 8), 2, 16, seed=0)
+    arch = pack_network(net, (1, 8, 8)).architecture
+    assert [s["op"] for s in arch].count("scale") == 2  # both shifts handed on
+    check_same_layers(net, (1, 8, 8), calibration_8x8(), calibration_8x8(seed=3)[0])
 
 
-def calibration_8x8() -> list[np.ndarray]:
-    return [np.random.default_rng(2).standard_normal((8, 1, 8, 8), dtype=np.float32)]
+def calibration_8x8(seed: int = 2) -> list[np.ndarray]:
+    return [np.random.default_rng(seed).standard_normal((16, 1, 8, 8), dtype=np.float32)]
 
 
 def test_a_float_model_is_its_own_reference():

@@ -139,12 +139,13 @@ def _plain_layer(layer: nn.Module) -> dict:
 @dataclass(frozen=True)
 class Origin:
     """The torch modules one stored layer stands for: the layer itself, the BatchNorm folded into
-    it (its output is the stored layer's output), and whether a BatchNorm before it handed it a
-    shift (then the stored layer's input is not the torch layer's input)."""
+    it (its output is the stored layer's output), and the BatchNorm before it that handed it its
+    shift (then the stored layer reads that BatchNorm's s·x, kept as a ``scale`` step, where
+    torch's layer reads s·x + t)."""
 
     module: nn.Module | None
     folded: nn.Module | None = None
-    shifted: bool = False
+    shifted_by: nn.Module | None = None
 
 
 def inference_layers(net: nn.Module) -> list[Layer]:
@@ -176,13 +177,13 @@ def inference_form(net: nn.Module) -> tuple[list[Layer], list[Origin]]:
         if isinstance(layer, BatchNorm):
             entry, give = _bn_layer(layer, only_user.module if only_user else None)
             if give:
-                handoff[only_user.index] = give
+                handoff[only_user.index] = {**give, "from": layer}
         elif isinstance(layer, Quant):
             fold = only_user if only_user and isinstance(only_user.module, BatchNorm) else None
             fold = fold if layer.weight_quantizer is None else None
             given = handoff.pop(node.index, {})
             entry = _weight_layer(layer, given.get("flip"), given.get("shift"), fold and fold.module)
-            origin = Origin(layer, fold and fold.module, given.get("shift") is not None)
+            origin = Origin(layer, fold and fold.module, given.get("from") if "shift" in given else None)
             if fold:
                 value_of[fold.index] = len(out)
         elif node.kind in ("add", "flatten"):

@@ -7,8 +7,10 @@ float32-layer engine against the float model). Both comparisons are reported (ev
 
 Each stored int8 layer replaces the output of the torch modules it stands for (the layer and the
 BatchNorm folded into it) with ``torch.ao.nn.quantized.Conv2d`` / ``Linear`` applied to the
-layer's own input. A ReLU that the engine fuses into the op stays a float ReLU here: requantizing
-onto the same grid and then clamping at zero gives the same numbers as clamping inside the op.
+layer's own input; a BatchNorm whose shift the packer folded into the layer's bias returns x·s,
+as the engine's ``scale`` step does. A ReLU that the engine fuses into the op stays a float ReLU
+here: requantizing onto the same grid and then clamping at zero gives the same numbers as
+clamping inside the op.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 import torch.ao.nn.quantized as nnq
 from torch import nn
 
 from xnornet.errors import XnornetError
 from xnornet.packed.file_format import PackedModel
-from xnornet.packed.inference_form import inference_form
+from xnornet.packed.inference_form import bn_scale_shift, inference_form
 from xnornet.packed.int8_ops import Int8Layer, exact_quantized_ops, quantize_input, quantized_engine
 
 
@@ -50,17 +53,26 @@ def int8_layers_in_torch(net: nn.Module, model: PackedModel) -> Iterator[nn.Modu
         for i, (spec, origin) in enumerate(zip(model.architecture, origins, strict=True)):
             if not spec.get("int8"):
                 continue
-            if origin.shifted:  # its stored input is BN's s·x, torch's is s·x + t
-                raise XnornetError(
-                    f"layer {i} ({spec['op']}): a BatchNorm shift was folded into it, so torch's "
-                    "input to it differs from the engine's; no int8 torch reference for it"
-                )
+            if origin.shifted_by is not None:  # it reads BN's s·x, its bias holds W·t
+                handles.append(_scale_only(origin.shifted_by))
             q = Int8Layer.from_tensors(model.tensors, i)
             handles += _swap(origin.module, origin.folded, quantized_module(spec, q), q)
         yield net
     finally:
         for h in handles:
             h.remove()
+
+
+def _scale_only(bn: nn.Module):
+    """A hook that makes the BatchNorm whose shift was folded into the next layer's bias return
+    x·s, as the engine's ``scale`` step computes it (float32 s), instead of x·s + t."""
+    scale = torch.from_numpy(bn_scale_shift(bn)[0].astype(np.float32))
+
+    def scaled(_module, inputs, _output):
+        x = inputs[0]
+        return x * scale.to(x.dtype).view(1, -1, *[1] * (x.ndim - 2))
+
+    return bn.register_forward_hook(scaled)
 
 
 def _swap(first: nn.Module, last: nn.Module | None, op: nn.Module, q: Int8Layer) -> list:
