@@ -11,46 +11,15 @@ import torch
 from safetensors.numpy import save_file
 from torch import nn
 
+from small_nets import BWN, FLOAT, XNOR, TinyResidual
 from xnornet.benchmark.network import calibrate_batchnorm, counted_speedup
 from xnornet.errors import XnornetError
-from xnornet.nn.binarization import Binarization
 from xnornet.nn.imagenet_models import AlexNet, ResNet18
 from xnornet.nn.layers import QuantConv2d, QuantLinear
 from xnornet.packed.agreement import agreement
 from xnornet.packed.engine import PackedEngine
 from xnornet.packed.file_format import FORMAT, VERSION, digest, load_packed, save_packed
 from xnornet.packed.inference_form import pack_network
-
-XNOR, BWN, FLOAT = Binarization(weights=True, inputs=True), Binarization(weights=True), Binarization()
-
-
-class TinyResidual(nn.Module):
-    """A stem, one downsampling residual block whose shortcut is a 1×1 conv (binary or float), and
-    an identity block that adds with ``torch.add`` and flattens with ``torch.flatten``."""
-
-    def __init__(self, b: Binarization, binary_shortcut: bool) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(QuantConv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.main = nn.Sequential(
-            nn.BatchNorm2d(8), QuantConv2d(8, 16, 3, stride=2, padding=1, **b.quantizers()), nn.ReLU(),
-            nn.BatchNorm2d(16), QuantConv2d(16, 16, 3, padding=1, **b.quantizers()),
-        )  # fmt: skip
-        if binary_shortcut:
-            self.shortcut = nn.Sequential(
-                nn.BatchNorm2d(8), QuantConv2d(8, 16, 1, stride=2, **b.quantizers())
-            )
-        else:
-            self.shortcut = nn.Sequential(QuantConv2d(8, 16, 1, stride=2, bias=False), nn.BatchNorm2d(16))
-        self.inner = nn.Sequential(nn.BatchNorm2d(16), QuantConv2d(16, 16, 3, padding=1, **b.quantizers()))
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = QuantLinear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = self.relu(self.main(x) + self.shortcut(x))
-        x = self.relu(torch.add(self.inner(x), x))
-        return self.fc(torch.flatten(self.pool(x), 1))
 
 
 def engine_vs_torch(net: nn.Module, shape: tuple[int, ...], n: int, seed: int = 0) -> dict:

@@ -13,9 +13,9 @@ import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.quantized as nnq
 from safetensors.numpy import save_file
 
-from conftest import compose_config, tiny_overrides
+from conftest import tiny_overrides
+from small_nets import SHAPE, calibration, random_lenet
 from xnornet import cli
-from xnornet.builders import build_net
 from xnornet.errors import ERROR_LOG_ENV, XnornetError
 from xnornet.kernels.ops import pool2d_nhwc
 from xnornet.packed.engine import PackedEngine
@@ -24,8 +24,6 @@ from xnornet.packed.inference_form import check_architecture, pack_network
 from xnornet.packed.int8_calibration import float_layers, quantize_float_layers
 from xnornet.packed.int8_ops import Int8Layer, int8_conv, int8_linear, quantized_engine
 from xnornet.packed.memory import memory_table
-
-SHAPE = (1, 28, 28)
 
 
 def layer(rng, shape: tuple[int, ...], bias: bool = True) -> Int8Layer:
@@ -119,22 +117,6 @@ def test_int8_steps_run_under_deterministic_algorithms_and_leave_the_mode_as_it_
         torch.use_deterministic_algorithms(False)
     for a, b in zip(free, strict, strict=True):
         np.testing.assert_array_equal(a, b)
-
-
-def random_lenet(variant: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = build_net(compose_config([f"model={variant}"])).eval()
-    with torch.no_grad():  # BN statistics of real use, so no sign sits at 0
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-    return net
-
-
-def calibration(n: int = 64, seed: int = 0) -> list[np.ndarray]:
-    x = np.random.default_rng(seed).standard_normal((n, *SHAPE), dtype=np.float32)
-    return [x[: n // 2], x[n // 2 :]]
 
 
 @pytest.fixture(params=["bwn", "xnor"])

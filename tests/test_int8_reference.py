@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from test_graph import FLOAT, XNOR, TinyResidual
-from test_int8_layers import SHAPE, calibration, random_lenet
+from small_nets import FLOAT, SHAPE, XNOR, TinyResidual, calibration, random_lenet
 from xnornet.benchmark.network import calibrate_batchnorm
 from xnornet.nn.layers import QuantConv2d, QuantLinear
 from xnornet.packed.agreement import agreement
