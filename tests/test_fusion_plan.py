@@ -105,4 +105,4 @@ def test_what_a_planned_step_carries():
     assert second.sign_of == 3 and second.sign_packed  # its sign arrives packed from the first
     unfused = fusion_plan(chain(), fuse_layers=False)[1]
     assert unfused.sign_of == 3 and not unfused.sign_packed
-    assert fusion_plan(residual())[1].adds
+    assert fusion_plan(residual())[1].inputs == (-1, 0)  # the shortcut's value, added in the conv

@@ -34,7 +34,7 @@ from xnornet.packed.engine import PackedEngine
 from xnornet.packed.file_format import save_packed
 from xnornet.packed.inference_form import pack_network
 from xnornet.packed.int8_calibration import FLOAT_LAYERS, quantize_float_layers
-from xnornet.packed.int8_reference import int8_layers_in_torch
+from xnornet.packed.int8_reference import has_int8_layers, int8_layers_in_torch
 from xnornet.packed.memory import float_state_bytes, memory_table
 
 XNOR = Binarization(weights=True, inputs=True)
@@ -71,7 +71,11 @@ def size_and_agreement(net: torch.nn.Module, model, x: np.ndarray, threads: int)
         exact = batched(lambda b: torch_logits(same_layers, b.astype(np.float64)), x, 16)
     with int8_layers_in_torch(net, model) as same_layers:
         single = batched(lambda b: torch_logits(same_layers, b), x, 16)
-    float64 = batched(lambda b: torch_logits(net64, b.astype(np.float64)), x, 16)
+    float64 = (  # the all-float model: the same as ``exact`` when no layer is int8
+        batched(lambda b: torch_logits(net64, b.astype(np.float64)), x, 16)
+        if has_int8_layers(model)
+        else exact
+    )
     same = agreement(ours, exact, exact.argmax(1), tol=1e-5)
     versus_float32 = agreement(ours, single, single.argmax(1), tol=1e-5)
     return {

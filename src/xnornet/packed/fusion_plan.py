@@ -33,10 +33,6 @@ class PlannedStep:
     maxpool: int | None = None  # the maxpool spec an int8 conv pools on its int8 output
     emits: int | None = None  # the threshold/affine spec whose sign its output is, packed
 
-    @property
-    def adds(self) -> bool:
-        return len(self.inputs) == 2
-
 
 def consumers(arch: list[dict]) -> dict[int, list[int]]:
     """Spec index (-1: the input) → the specs that read it."""
@@ -55,6 +51,10 @@ def weight_kind(spec: dict) -> str:
     if spec.get("int8"):
         return "int8"
     return "bwn" if spec["binary"] else "float"
+
+
+def weight_step_name(arch: list[dict], layer: int, suffix: str = "") -> str:
+    return f"{layer}:{weight_kind(arch[layer])}_{arch[layer]['op']}{suffix}"
 
 
 def fusion_plan(arch: list[dict], fuse_layers: bool = True) -> list[PlannedStep]:
@@ -114,8 +114,7 @@ def fusion_plan(arch: list[dict], fuse_layers: bool = True) -> list[PlannedStep]
                 # a full-precision shortcut that comes later in the graph runs first, so that
                 # this conv adds it in its own output transform (ResNet's downsampling blocks)
                 s = other[0]
-                plan.append(PlannedStep(f"{s}:{weight_kind(arch[s])}_{arch[s]['op']}", s,
-                                        tuple(arch[s]["inputs"]), s))  # fmt: skip
+                plan.append(PlannedStep(weight_step_name(arch, s), s, tuple(arch[s]["inputs"]), s))
                 computed.add(s)
                 fused.add(s)
             if len(other) == 1 and other[0] in computed:
@@ -133,9 +132,8 @@ def fusion_plan(arch: list[dict], fuse_layers: bool = True) -> list[PlannedStep]
         emits = emitted_sign(layer, out)
         if emits is not None:
             emitted.add(out)
-        kind = weight_kind(arch[layer])
         suffix = ("+relu" * relu) + ("+sign" * (emits is not None)) + ("+maxpool" * (maxpool is not None))
-        name = f"{layer}:{kind}_{arch[layer]['op']}{suffix}" + "+add" * (len(inputs) == 2)
+        name = weight_step_name(arch, layer, suffix + "+add" * (len(inputs) == 2))
         plan.append(PlannedStep(name, layer, tuple(inputs), out, sign_of, packed, relu, maxpool, emits))
         computed.add(out)
     return plan

@@ -41,6 +41,12 @@ def quantized_module(spec: dict, q: Int8Layer) -> nn.Module:
     return m
 
 
+def has_int8_layers(model: PackedModel) -> bool:
+    """Whether ``model`` stores any layer in int8: without one, its torch reference is the float
+    model itself, and a caller need not run that twice."""
+    return any(spec.get("int8") for spec in model.architecture)
+
+
 @contextlib.contextmanager
 def int8_layers_in_torch(net: nn.Module, model: PackedModel) -> Iterator[nn.Module]:
     """``net`` (eval mode) running ``model``'s int8 layers through torch's quantized modules while

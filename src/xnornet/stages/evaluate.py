@@ -21,7 +21,7 @@ from xnornet.machine import resolve_thread_counts
 from xnornet.packed.agreement import agreement, batched, torch_logits
 from xnornet.packed.engine import load_engine
 from xnornet.packed.inference_form import check_architecture
-from xnornet.packed.int8_reference import int8_layers_in_torch
+from xnornet.packed.int8_reference import has_int8_layers, int8_layers_in_torch
 from xnornet.packed.memory import markdown_table, memory_metrics, memory_table, write_memory_reports
 from xnornet.preflight import check_finite_state
 from xnornet.stages import stage_main
@@ -65,8 +65,9 @@ def main(cfg: DictConfig) -> None:
         ours = batched(engine, x, e.batch_size)
         theirs = batched(lambda b: torch_logits(net, b), x, e.batch_size)
         versus_float = agreement(ours, theirs, labels, e.tie_tolerance)
-        with int8_layers_in_torch(net, engine.model) as same_layers:  # the float model if none are int8
-            theirs = batched(lambda b: torch_logits(same_layers, b), x, e.batch_size)
+        if has_int8_layers(engine.model):  # else the float model runs the same layers already
+            with int8_layers_in_torch(net, engine.model) as same_layers:
+                theirs = batched(lambda b: torch_logits(same_layers, b), x, e.batch_size)
         metrics = {"variant": variant, "float_layers": engine.model.info.get("float_layers", "fp32"),
                    **agreement(ours, theirs, labels, e.tie_tolerance),
                    "float_model_test_acc": versus_float["torch_test_acc"],
