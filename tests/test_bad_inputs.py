@@ -9,7 +9,10 @@ file format) must raise a named TypeError/ValueError/XnornetError.
 
 from __future__ import annotations
 
+import copy
 import errno
+import functools
+import importlib
 import os
 import subprocess
 import sys
@@ -18,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
 import xnornet.kernels as K
-from conftest import compose_config, make_idx_mirror, synthetic_digits
+from conftest import CONF, compose_config, make_idx_mirror, synthetic_digits
 from xnornet import cli
 from xnornet.builders import build_net, input_shape
 from xnornet.config_rules import RULES
@@ -152,19 +157,46 @@ def check_one_line(code, err: str, stage: str, match: str, log: Path) -> str:
     return line
 
 
+@functools.cache
+def composed_base(group_choices: tuple[str, ...]) -> DictConfig:
+    """The composed config of these group choices, once per module."""
+    return compose_config(list(group_choices))
+
+
+def composed(overrides: list[str]) -> DictConfig:
+    """What Hydra hands a stage for this command line: the group choices composed (cached), the
+    values set on a copy as Hydra's override parser reads them."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    groups = [o for o in parsed if (CONF / o.key_or_group).is_dir()]
+    cfg = copy.deepcopy(composed_base(tuple(o.input_line for o in groups)))
+    for override in parsed:
+        if override not in groups:
+            OmegaConf.update(cfg, override.key_or_group, override.value(), force_add=False)
+    return cfg
+
+
 @pytest.fixture
 def run_stage(tmp_path, monkeypatch, capsys, ws):
-    """``run_stage(stage, *overrides, match=..., extra_outputs=())``: the command in process."""
+    """``run_stage(stage, *overrides, match=..., variant=..., command_line=False)``: the stage's
+    app on the config Hydra composes for these overrides, or with ``command_line`` the command
+    itself, in process. The command line costs three compositions (a second each on a busy
+    machine), so only the cases about what it parses take it."""
     log = tmp_path / "log" / "error.log"
     monkeypatch.setenv(ERROR_LOG_ENV, str(log))
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main rewrites it for Hydra
     monkeypatch.chdir(tmp_path)  # evaluate writes reports/ in the working directory
     out = tmp_path / "out"
 
-    def run(stage: str, *overrides: str, match: str, variant: str = "xnor") -> str:
+    def run(
+        stage: str, *overrides: str, match: str, variant: str = "xnor", command_line: bool = False
+    ) -> str:
         capsys.readouterr()
+        args = [*common(ws, out, variant), *overrides]
         with pytest.raises(SystemExit) as exit_info:
-            cli.main([stage, *common(ws, out, variant), *overrides])
+            if command_line:
+                cli.main([stage, *args])
+            else:
+                importlib.import_module(f"xnornet.stages.{stage}").main(composed(args))
         line = check_one_line(exit_info.value.code, capsys.readouterr().err, stage, match, log)
         # no partial output (atomic_path may leave an empty parent folder it made); the tracking
         # store is no output: a stage that fails after opening its run records it there as FAILED
@@ -186,7 +218,9 @@ def idx_args(mirror: dict) -> list[str]:
 
 # ---------------------------------------------------------------- config values and keys
 
-CONFIG_CASES = [  # (stage, override, what the line must name)
+# what the command line parses: a value of the wrong type, a key or group option that does not
+# exist, the override grammar (stage, override, what the line must name)
+COMMAND_LINE_CASES = [
     ("train", "train.lr=abc", "train.lr=abc: expected a number"),
     ("train", "train.batch_size=foo", "train.batch_size=foo: expected an integer"),
     ("train", "train.max_epochs=1.5", "train.max_epochs=1.5: expected an integer"),
@@ -199,13 +233,17 @@ CONFIG_CASES = [  # (stage, override, what the line must name)
     ("train", "model=foo", "Could not find 'model/foo'"),  # an unknown group option
     ("train", "train.lr=[", "'['"),  # override syntax
     ("machine", "paths.metrics_dir={ws}/métriques", "quote it, e.g. paths.metrics_dir='"),  # non-ASCII
+    ("bench", "bench.shapes=3", "bench.shapes=3: expected a list"),
+]
+
+# what a stage checks in the values it is given, however they came
+VALUE_CASES = [
     ("train", "train.max_epochs=0", "train.max_epochs=0: expected an integer ≥ 1"),
     ("train", "data.val_size=100000", "data.val_size=100000"),
     ("train", "train.optimizer._target_=torch.optim.Nope", "train config invalid"),
     ("fetch", "data.name=foo", "data.name must be one of"),
     ("fetch", "data.source=foo", "data.source must be one of"),
     ("bench", "bench.shapes=[]", "bench.shapes=[]: expected a non-empty list"),
-    ("bench", "bench.shapes=3", "bench.shapes=3: expected a list"),
     ("bench", "bench.threads=[0]", "bench.threads=[0]: expected a non-empty list of integers ≥ 1"),
     ("bench_network", "bench_network.batches=[0]", "expected a non-empty list of integers ≥ 1"),
     ("evaluate", "evaluate.threads=0", "evaluate.threads=0: expected an integer ≥ 1 or 'all'"),
@@ -231,7 +269,12 @@ LOCATION_CASES = [
 ]
 
 
-@pytest.mark.parametrize("stage,override,match", CONFIG_CASES + LOCATION_CASES)
+@pytest.mark.parametrize("stage,override,match", COMMAND_LINE_CASES)
+def test_bad_command_line_is_one_line(run_stage, ws, stage, override, match):
+    run_stage(stage, override.format(ws=ws), match=match.format(ws=ws), command_line=True)
+
+
+@pytest.mark.parametrize("stage,override,match", VALUE_CASES + LOCATION_CASES)
 def test_bad_config_value_or_location_is_one_line(run_stage, ws, stage, override, match):
     run_stage(stage, override.format(ws=ws), match=match.format(ws=ws))
 
@@ -255,11 +298,24 @@ def numeric_cases() -> list[tuple[str, str, str]]:
     return cases
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stage,override,match", numeric_cases())
+def out_of_range(case: tuple[str, str, str]) -> bool:
+    return not case[1].endswith(("=abc", "=[abc]"))
+
+
+@pytest.mark.parametrize("stage,override,match", [c for c in numeric_cases() if out_of_range(c)])
 def test_numeric_key_out_of_range_is_one_line(run_stage, stage, override, match):
+    """The range of every numeric key, on the composed config (the check reads the value, however
+    it came)."""
     line = run_stage(stage, override, match=match)
     assert "expected" in line and "Error:" not in line, line  # names the range, not an exception
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,override,match", [c for c in numeric_cases() if not out_of_range(c)])
+def test_numeric_key_of_the_wrong_type_is_one_line(run_stage, stage, override, match):
+    """A word for a number, typed on the command line: caught against the default's type."""
+    line = run_stage(stage, override, match=match, command_line=True)
+    assert "expected" in line and "Error:" not in line, line
 
 
 # ---------------------------------------------------------------- output paths: refuse, never replace
@@ -322,11 +378,33 @@ for stage, keys in {
         ]
 
 
+# one of each kind of refused path, through the command line as a user types it
+OUTPUT_CASES_ON_THE_COMMAND_LINE = [
+    OUTPUT_CASES[0],  # pack, packed=<a folder of checkpoints>
+    ("train", "paths.plots_dir=''", "paths.plots_dir='': expected a directory path"),
+    ("evaluate", "paths.metrics_dir={t}/loop", "does not resolve (a loop or a dangling link)"),
+    ("bench", "paths.plots_dir={ws}/models/xnor.packed", "is a file; expected a directory"),
+    ("fetch", "paths.data_dir=/proc/xnornet/paths.data_dir", "cannot write"),
+]
+
+
 @pytest.mark.parametrize("stage,override,match", OUTPUT_CASES)
 def test_output_path_is_refused_and_nothing_changes(run_stage, ws, traps, stage, override, match):
+    """Every stage and path it writes, with every kind of path no output may take, on the composed
+    config: what the stage does with the value (the command line's parsing is the next test's)."""
     (ws / "data.packed").mkdir(exist_ok=True)  # a folder named like a packed file
     before = tree_state(ws)
     run_stage(stage, override.format(ws=ws, t=traps), match=match.format(ws=ws, t=traps))
+    assert tree_state(ws) == before
+
+
+@pytest.mark.parametrize("stage,override,match", OUTPUT_CASES_ON_THE_COMMAND_LINE)
+def test_output_path_on_the_command_line_is_refused_and_nothing_changes(
+    run_stage, ws, traps, stage, override, match
+):
+    (ws / "data.packed").mkdir(exist_ok=True)
+    before = tree_state(ws)
+    run_stage(stage, override.format(ws=ws, t=traps), match=match.format(ws=ws, t=traps), command_line=True)
     assert tree_state(ws) == before
 
 
@@ -543,6 +621,7 @@ SUBPROCESS_CASES = [  # a config value of the wrong type, and a corrupt file: th
 ]
 
 
+@pytest.mark.slow
 def test_real_cli_prints_one_line_and_no_traceback(ws, tmp_path):
     bad_copy(ws, "flip.packed", flip_bit)
     env = {**os.environ, ERROR_LOG_ENV: str(tmp_path / "error.log")}

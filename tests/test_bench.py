@@ -114,6 +114,7 @@ runpy.run_module("xnornet.benchmark", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_the_bench_runs_on_a_bare_host_without_hydra_mlflow_or_dvc(tmp_path):
     """python -m xnornet.benchmark needs only torch, numpy, PyYAML and the kernel."""
     config = yaml.safe_load((REPO / "conf" / "bench" / "default.yaml").read_text())

@@ -106,6 +106,7 @@ def test_torch_int8_passes_its_check_and_a_wrong_filter_fails_it(shape):
         torch.set_num_threads(saved)
 
 
+@pytest.mark.slow
 def test_the_worker_protocol_returns_checked_rows_for_every_peer_and_thread_count():
     """Each library in its own process: one row per shape × runtime × thread count, timed, with
     the check it passed; OpenVINO rows only where OpenVINO is installed."""
@@ -146,6 +147,7 @@ sys.meta_path.insert(0, NoOpenVINO())
 """
 
 
+@pytest.mark.slow
 def test_without_openvino_the_layer_bench_says_so_in_one_line_and_keeps_the_rest(tmp_path):
     """The worker runs in a process where openvino cannot be imported (sitecustomize on its path):
     one line names the skipped rows and why; torch int8 and ours are still there."""
@@ -173,6 +175,7 @@ def test_without_openvino_the_layer_bench_says_so_in_one_line_and_keeps_the_rest
     assert not any(k.startswith(("openvino", "speedup_vs_openvino")) for k in row)
 
 
+@pytest.mark.slow
 @needs_nncf
 def test_the_network_peers_run_checked_in_their_worker(tmp_path, capsys):
     """bench_network on a LeNet-5 at 28×28: every OpenVINO peer row checked and timed, the ratios

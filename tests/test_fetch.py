@@ -71,6 +71,7 @@ def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch):
     assert list((tmp_path / "data").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_fetch_stage_cli_reports_one_line_and_writes_nothing(tmp_path):
     import subprocess
     import sys

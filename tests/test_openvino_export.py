@@ -107,7 +107,9 @@ def test_int8_layers_export_predicts_what_the_engine_predicts(variant, tmp_path)
     assert np.mean(ours.argmax(1) == theirs.argmax(1)) >= 0.995
 
 
-@pytest.mark.parametrize(("name", "size"), [("resnet18", 64), ("alexnet", 224)])
+@pytest.mark.parametrize(
+    ("name", "size"), [("resnet18", 64), pytest.param("alexnet", 224, marks=pytest.mark.slow)]
+)
 def test_imagenet_networks_export_predicts_what_the_engine_predicts(name, size, tmp_path):
     torch.manual_seed(0)
     shape = (3, size, size)

@@ -56,6 +56,7 @@ def models(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_every_runtime_gets_a_row_with_its_own_accuracy(models):
     images, labels = synthetic_digits(150, 1)
     x = normalized(images)
@@ -105,6 +106,7 @@ def test_peers_lenet_stage_writes_metrics_and_plot(models, tiny_data_dir, tmp_pa
     assert "| engine_xnor |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_without_the_peers_the_openvino_rows_are_skipped_with_the_reason(models, monkeypatch):
     """The table's own check (not a mock of OpenVINO): a missing package leaves its rows out."""
     import xnornet.peers.lenet_table as table

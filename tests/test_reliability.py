@@ -238,7 +238,9 @@ STAGES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize(
+    "stage", [pytest.param(s, marks=pytest.mark.slow) if s == "bench" else s for s in STAGES]
+)  # the bench: 6 runs
 def test_a_stage_crashing_in_each_write_leaves_no_partial_output(stage, trained_bwn, tmp_path, monkeypatch):
     """Crash the stage in its 1st, 2nd, ... output write: every output file then present is
     whole, no temporary file is left, and the next run writes them all."""
