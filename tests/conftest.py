@@ -41,6 +41,42 @@ def deterministic_mode_restored():
     torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
+_MIGRATED_STORE: list[Path] = []  # this worker's template store, made on first use
+
+
+def migrated_store(tmp_dir: Path) -> Path:
+    """An empty MLflow sqlite store, created by MLflow itself once per test process."""
+    if not _MIGRATED_STORE:
+        from mlflow.tracking import MlflowClient
+
+        db = tmp_dir / "migrated-template.db"
+        MlflowClient(f"sqlite:///{db}").search_experiments()
+        _MIGRATED_STORE.append(db)
+    return _MIGRATED_STORE[0]
+
+
+@pytest.fixture(autouse=True)
+def stores_from_a_template(request, monkeypatch, tmp_path_factory):
+    """A new sqlite store opened in this process starts as a copy of one MLflow created and
+    migrated at the first use: MLflow's table creation and migrations take 1.3–3 s per store,
+    which dozens of tests would pay for nothing. Tests of store creation itself opt out with
+    ``@pytest.mark.fresh_store``; stages run as subprocesses (the slow tests) always create theirs."""
+    if request.node.get_closest_marker("fresh_store"):
+        return
+    from xnornet import tracking
+    from xnornet.store_lock import sqlite_file
+
+    real = tracking.tracking_client
+
+    def client_on_a_copied_store(uri: str):
+        db = sqlite_file(uri)
+        if db is not None and not db.exists() and db.parent.is_dir():
+            shutil.copyfile(migrated_store(tmp_path_factory.getbasetemp()), db)
+        return real(uri)
+
+    monkeypatch.setattr(tracking, "tracking_client", client_on_a_copied_store)
+
+
 BROWSER_HOW = "the browser tests need Debian's chromium: run `apt-get install -y chromium` as root"
 
 
