@@ -22,8 +22,11 @@ from xnornet.kernels import available_isas
 def test_bench_rows_are_consistent_with_the_work_they_time():
     shape = LayerShape("t", "conv", batch=2, c_in=20, c_out=7, k=3, h=5, w=6, stride=1, padding=1)
     isas = resolve_isas("all", available_isas())
-    rows = bench_shape(shape, isas, [1, 2], 0, 2, 0, lambda: None)
+    rows = bench_shape(shape, isas, [1, 2], 0, 2, 0, lambda: None, limit_iters=10_000)
     assert len(rows) == 2 * len(isas)
+    for isa in isas:  # one limit per path, from the same rounds, whatever the thread count
+        limits = {r["limit_gops_per_core"] for r in rows if r["isa"] == isa}
+        assert len(limits) == 1 and limits.pop() > 0, isa
     binary_ops = 2 * (2 * 5 * 6) * 7 * (20 * 3 * 3)  # counted by hand: 2·M·N·K, padding 1 keeps 5×6
     for r in rows:
         assert (r["M"], r["N"], r["K"]) == (60, 7, 180)
@@ -50,9 +53,9 @@ def test_bench_rows_are_consistent_with_the_work_they_time():
 def test_percent_of_limit_counts_every_thread():
     """A GEMM at 200 Gop/s on 2 threads, against a per-core limit of 100 Gop/s, is at the limit;
     its layer, at 50 Gop/s, at a quarter of it."""
-    row = {"isa": "avx2", "threads": 2, "gops": 50.0, "bgemm_gops": 200.0}
-    assert with_limits(row, {"avx2": 100e9}) == {**row, "pct_of_limit": 100.0, "layer_pct_of_limit": 25.0}
-    assert with_limits({**row, "threads": 4}, {"avx2": 100e9})["pct_of_limit"] == 50.0
+    row = {"isa": "avx2", "threads": 2, "gops": 50.0, "bgemm_gops": 200.0, "limit_gops_per_core": 100.0}
+    assert with_limits(row) == {**row, "pct_of_limit": 100.0, "layer_pct_of_limit": 25.0}
+    assert with_limits({**row, "threads": 4})["pct_of_limit"] == 50.0
 
 
 def test_generic_path_is_only_benchmarked_when_asked():

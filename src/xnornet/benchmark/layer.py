@@ -4,6 +4,7 @@ thread count, timed side by side (benchmark.timing)."""
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Callable
 
 import numpy as np
@@ -21,8 +22,12 @@ from xnornet.kernels import (
     im2col_bits,
     pack_bits,
     pack_nhwc,
+    popcount_peak,
 )
 from xnornet.kernels.isa import ENV_VAR, comparison_isas
+
+# a sample of the limit loop: about 5 ms on a Zen 4 core with AVX-512, one call per steady round
+LIMIT_ITERS_PER_SAMPLE = 1_000_000
 
 
 def torch_fns(shape: LayerShape, rng: np.random.Generator) -> dict[str, Callable[[], object]]:
@@ -79,10 +84,10 @@ def binary_fns(shape: LayerShape, rng: np.random.Generator, threads: int) -> dic
     }
 
 
-def with_limits(row: dict, limits: dict[str, float]) -> dict:
+def with_limits(row: dict) -> dict:
     """Add the GEMM's (pct_of_limit) and the whole layer's (layer_pct_of_limit) rate against the
-    per-core limit of its ISA times its threads."""
-    limit = limits[row["isa"]] / 1e9 * row["threads"]
+    per-core limit of its ISA, measured in the same rounds, times its threads."""
+    limit = row["limit_gops_per_core"] * row["threads"]
     return {**row, "pct_of_limit": round(100 * row["bgemm_gops"] / limit, 1),
             "layer_pct_of_limit": round(100 * row["gops"] / limit, 1)}  # fmt: skip
 
@@ -101,6 +106,17 @@ def resolve_isas(wanted, available: list[str]) -> list[str]:
     return list(wanted)
 
 
+def limit_sampler(rates: list[float], iters: int) -> Callable[[], None]:
+    """A call of the popcount-limit loop that keeps its rate: timed in the same rounds as the
+    layer, it gives the limit of the moments the layer ran in (a shared host's speed moves by a
+    quarter from one minute to the next)."""
+
+    def sample() -> None:
+        rates.append(popcount_peak(iters, repeats=1))
+
+    return sample
+
+
 def bench_shape(
     shape: LayerShape,
     isas: list[str],
@@ -109,11 +125,16 @@ def bench_shape(
     repeats: int,
     seed: int,
     tick: Callable[[], None],
+    limit_iters: int = LIMIT_ITERS_PER_SAMPLE,
 ) -> list[dict]:
     """One row per (ISA, threads): torch and binary timings of ``shape``, measured together, both
-    steady (back to back, the headline figures) and cold (one call after a pause, ``*_cold_ms``)."""
+    steady (back to back, the headline figures) and cold (one call after a pause, ``*_cold_ms``),
+    and the popcount limit of each ISA in the same steady rounds (``limit_gops_per_core``)."""
     rng = np.random.default_rng(seed)
     fns: dict[str, Callable[[], object]] = {}
+    limit_rates: dict[str, list[float]] = {isa: [] for isa in isas}
+    for isa in isas:
+        fns[f"limit@{isa}"] = with_isa(limit_sampler(limit_rates[isa], limit_iters), isa)
     torch_layer = torch_fns(shape, rng)
     for t in thread_counts:
         for name, fn in torch_layer.items():
@@ -143,6 +164,7 @@ def bench_shape(
             layer_cold_ms = cold[f"binary_layer@{isa}@{t}"]
             rows.append({
                 "shape": shape.name, "isa": isa, "threads": t, "M": m, "N": n, "K": k,
+                "limit_gops_per_core": round(statistics.median(limit_rates[isa]) / 1e9, 1),
                 "torch_conv_ms": round(conv_ms, 4),
                 "torch_matmul_ms": round(ms[f"torch_matmul@{t}"], 4),
                 "binary_layer_ms": round(layer_ms, 4),

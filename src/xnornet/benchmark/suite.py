@@ -40,8 +40,8 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
         peers = requested(b.get("peers", "all"), LAYER_PEERS, "bench")
     except (TypeError, ValueError, KeyError) as e:
         raise XnornetError(f"bench config: {e!s}") from e
-    # The limit is re-measured before every shape and the best kept: one early measurement can
-    # land on a slow moment of a shared machine and make later kernels look faster than it.
+    # Each row's % of the limit uses the limit timed in its own rounds (benchmark.layer); the
+    # best limit of the run, re-measured before every shape, is the machine's figure.
     limits = dict.fromkeys(isas, 0.0)
     limits.update(dict.fromkeys(former, 0.0))
     timed: list[tuple[LayerShape, dict]] = []
@@ -59,7 +59,7 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
     peer_ms: dict[tuple[str, int], dict[str, float]] = {}
     for p in peer_rows:
         peer_ms.setdefault((p["shape"], p["threads"]), {})[p["runtime"]] = p["ms"]
-    rows = [with_peers(with_limits(r, limits), peer_ms.get((r["shape"], r["threads"]), {}), "binary_layer_ms")
+    rows = [with_peers(with_limits(r), peer_ms.get((r["shape"], r["threads"]), {}), "binary_layer_ms")
             for _, shape_rows in timed for r in shape_rows]  # fmt: skip
     summary = {
         "machine": {**machine_info(), "best_isa": isas[0], "openvino": package_version("openvino")},
@@ -75,6 +75,7 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
             **{k: v for k, v in headline.items() if k != "shape"},
             "by_path": {f"{r['isa']}_t{r['threads']}": {
                 k: r[k] for k in ("binary_layer_ms", "torch_conv_ms", "speedup_vs_conv", "pct_of_limit",
+                                  "limit_gops_per_core",
                                   "layer_pct_of_limit", "layer_over_parts", "thread_speedup",
                                   "torch_thread_speedup", "binary_layer_cold_ms", "torch_conv_cold_ms",
                                   "speedup_cold")
