@@ -157,8 +157,11 @@ def preflight(
         groups = {g.split("@")[0] for g in hc.runtime.choices}
         keys = value_overrides(overrides, groups)
         if keys:
-            base_overrides = tuple(o for o in overrides if o.partition("=")[0].lstrip("+~") in groups)
-            base = _defaults(base_overrides, _config_files(hc.runtime.config_sources))
+            base_overrides = [o for o in overrides if o.partition("=")[0].lstrip("+~") in groups]
+            try:
+                base = hydra.compose(config_name="config", overrides=base_overrides)
+            except Exception:  # the config composed once already; nothing to compare against
+                base = None
             if base is not None:
                 check_override_types(cfg, base, keys)
     check_numeric_keys(cfg, reads)
@@ -170,28 +173,3 @@ def preflight(
         check_output_dir(key, path, probe=key in writes or not path.exists())
     if "logger" in reads:
         check_tracking_uri(OmegaConf.select(cfg, "logger.tracking_uri"))
-
-
-def _config_files(sources) -> tuple[tuple[str, int, int], ...]:
-    """Every YAML file of the run's file config sources with its modification time and size: the
-    key under which a composed config stays valid."""
-    found = []
-    for source in sources:
-        if source.schema == "file" and Path(source.path).is_dir():
-            for f in sorted(Path(source.path).rglob("*.yaml")):
-                st = f.stat()
-                found.append((str(f), st.st_mtime_ns, st.st_size))
-    return tuple(found)
-
-
-@functools.lru_cache(maxsize=16)
-def _defaults(base_overrides: tuple[str, ...], config_files: tuple) -> DictConfig | None:
-    """The config with only the command line's group choices, read-only: composing it costs a
-    quarter of a second, and a process that runs many jobs (a sweep on the basic launcher, the test
-    suite) asks for the same few, so each is composed once while the files stay unchanged."""
-    try:
-        base = hydra.compose(config_name="config", overrides=list(base_overrides))
-    except Exception:  # the config composed once already; nothing to compare against
-        return None
-    OmegaConf.set_readonly(base, True)
-    return base
