@@ -150,6 +150,7 @@ def tiny_overrides(tmp_path: Path, variant: str) -> list[str]:
         "train.max_epochs=1",
         "train.batch_size=50",
         "train.progress_bar=false",
+        "train.trainer.log_every_n_steps=1",  # 6 batches an epoch: Lightning warns below its interval
     ]
 
 
