@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -62,3 +64,13 @@ def test_summary_leaves_out_flops_only_when_none_were_counted():
     text = summary(0)
     assert "FLOPs" not in text and "Total params" in text and "LeNet5" in text
     assert "Total FLOPs" in summary(2_300_000)
+
+
+def test_a_stage_that_trains_nothing_never_imports_lightning():
+    """Lightning's import is 3–4 s of every stage's start; only the stages that train pay it."""
+    code = (
+        "import sys; import xnornet.stages.machine; from xnornet import quiet; quiet.install(); "
+        "print('pytorch_lightning' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

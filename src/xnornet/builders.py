@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
 
+from xnornet import quiet
 from xnornet.data.datamodule import NpzDataModule
 from xnornet.errors import XnornetError
 from xnornet.nn.classifier import ClassifierModule
@@ -59,6 +60,7 @@ def build_logger(cfg: DictConfig, run: StageRun | None) -> MLFlowLogger:
 def build_trainer(cfg: DictConfig, **kwargs) -> pl.Trainer:
     """conf/train's trainer node; the stage adds the logger and callbacks. Every checkpoint it
     writes goes through a temporary file and a rename, so a kill never leaves a truncated one."""
+    quiet.patch_model_summary()
     return _build(cfg.train.trainer, "train", plugins=[AtomicCheckpointIO()], **kwargs)
 
 

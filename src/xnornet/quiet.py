@@ -11,7 +11,8 @@ Each filter names one message (and where it comes from), so a new or real warnin
 - the model summary's "Total FLOPs: 0" and its column of zeros: Lightning counts FLOPs only for a
   module with an ``example_input_array``; when it measured nothing the column is dropped.
 
-``install()`` is idempotent; the stages call it first (xnornet.stages.stage_main).
+``install()`` is idempotent; the stages call it first (xnornet.stages.stage_main), and it
+imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import sys
 import warnings
 
 WARNINGS = [  # (category, message regex): each a dependency's deprecation, not the user's code
@@ -87,7 +89,10 @@ def _table_without_flops() -> type:
     return TableWithoutFlops
 
 
-def _patch_model_summary() -> None:
+def patch_model_summary() -> None:
+    """Drop the zero FLOPs from Lightning's model summary; ``install`` does it when Lightning is
+    loaded already, and the trainer's builder before any fit (xnornet.builders), so that a stage
+    that trains nothing never pays Lightning's import (3–4 s)."""
     try:
         from pytorch_lightning.callbacks.rich_model_summary import RichModelSummary
     except ImportError:  # Lightning not installed (the bare-host bench): nothing to patch
@@ -104,4 +109,5 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropMessages) for f in logger.filters):
             logger.addFilter(DropMessages(pattern))
-    _patch_model_summary()
+    if "pytorch_lightning" in sys.modules:
+        patch_model_summary()
