@@ -36,6 +36,7 @@ def overrides(tmp_path, network: str) -> list[str]:
     return [f"+experiment=imagenet_{network}", "model=xnor", f"data.root={jpeg_tree(tmp_path / 'tree')}",
             "data.image_size=32", "data.resize=36", "data.num_workers=0", "train.batch_size=2",
             "train.max_epochs=1", "train.accelerator=cpu", "train.progress_bar=false",
+            "train.trainer.log_every_n_steps=1",  # 3 batches an epoch: Lightning warns below its interval
             f"paths.models_dir={tmp_path}/models", f"paths.metrics_dir={tmp_path}/metrics",
             f"paths.plots_dir={tmp_path}/plots", f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
             f"logger.artifact_dir={tmp_path}/mlartifacts"]  # fmt: skip
