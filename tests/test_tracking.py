@@ -30,6 +30,7 @@ def test_mlflow_tracking_uri_moves_every_stage(monkeypatch):
     assert tracking_uri(compose_config([])) == "http://tracking-host:5000"
 
 
+@pytest.mark.fresh_store  # ensure_experiment on no store at all: MLflow creates it here
 def test_a_local_store_keeps_artifacts_beside_it_and_opens_on_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = compose_config(
