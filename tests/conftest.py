@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -41,26 +42,23 @@ def deterministic_mode_restored():
     torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
-_MIGRATED_STORE: list[Path] = []  # this worker's template store, made on first use
-
-
+@functools.cache
 def migrated_store(tmp_dir: Path) -> Path:
     """An empty MLflow sqlite store, created by MLflow itself once per test process."""
-    if not _MIGRATED_STORE:
-        from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient
 
-        db = tmp_dir / "migrated-template.db"
-        MlflowClient(f"sqlite:///{db}").search_experiments()
-        _MIGRATED_STORE.append(db)
-    return _MIGRATED_STORE[0]
+    db = tmp_dir / "migrated-template.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
 
 
 @pytest.fixture(autouse=True)
 def stores_from_a_template(request, monkeypatch, tmp_path_factory):
-    """A new sqlite store opened in this process starts as a copy of one MLflow created and
-    migrated at the first use: MLflow's table creation and migrations take 1.3–3 s per store,
-    which dozens of tests would pay for nothing. Tests of store creation itself opt out with
-    ``@pytest.mark.fresh_store``; stages run as subprocesses (the slow tests) always create theirs."""
+    """A new sqlite store that xnornet.tracking opens in this process (every stage's run) starts as
+    a copy of one MLflow created and migrated at the first use: MLflow's table creation and
+    migrations take 1.3–3 s per store, which dozens of tests would pay for nothing. Tests of store
+    creation itself opt out with ``@pytest.mark.fresh_store``; stages run as subprocesses (the slow
+    tests) always create theirs."""
     if request.node.get_closest_marker("fresh_store"):
         return
     from xnornet import tracking

@@ -159,7 +159,7 @@ def check_one_line(code, err: str, stage: str, match: str, log: Path) -> str:
 
 @functools.cache
 def composed_base(group_choices: tuple[str, ...]) -> DictConfig:
-    """The composed config of these group choices, once per module."""
+    """The composed config of these group choices, once per test process."""
     return compose_config(list(group_choices))
 
 
@@ -179,8 +179,8 @@ def composed(overrides: list[str]) -> DictConfig:
 def run_stage(tmp_path, monkeypatch, capsys, ws):
     """``run_stage(stage, *overrides, match=..., variant=..., command_line=False)``: the stage's
     app on the config Hydra composes for these overrides, or with ``command_line`` the command
-    itself, in process. The command line costs three compositions (a second each on a busy
-    machine), so only the cases about what it parses take it."""
+    itself, in process. The command line costs three compositions (0.25–0.5 s each here), so
+    only the cases about what it parses take it."""
     log = tmp_path / "log" / "error.log"
     monkeypatch.setenv(ERROR_LOG_ENV, str(log))
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main rewrites it for Hydra
@@ -388,23 +388,20 @@ OUTPUT_CASES_ON_THE_COMMAND_LINE = [
 ]
 
 
-@pytest.mark.parametrize("stage,override,match", OUTPUT_CASES)
-def test_output_path_is_refused_and_nothing_changes(run_stage, ws, traps, stage, override, match):
+@pytest.mark.parametrize(
+    "stage,override,match,command_line",
+    [(*case, False) for case in OUTPUT_CASES] + [(*case, True) for case in OUTPUT_CASES_ON_THE_COMMAND_LINE],
+)
+def test_output_path_is_refused_and_nothing_changes(
+    run_stage, ws, traps, stage, override, match, command_line
+):
     """Every stage and path it writes, with every kind of path no output may take, on the composed
-    config: what the stage does with the value (the command line's parsing is the next test's)."""
+    config (what the stage does with the value); one of each kind also typed on the command line."""
     (ws / "data.packed").mkdir(exist_ok=True)  # a folder named like a packed file
     before = tree_state(ws)
-    run_stage(stage, override.format(ws=ws, t=traps), match=match.format(ws=ws, t=traps))
-    assert tree_state(ws) == before
-
-
-@pytest.mark.parametrize("stage,override,match", OUTPUT_CASES_ON_THE_COMMAND_LINE)
-def test_output_path_on_the_command_line_is_refused_and_nothing_changes(
-    run_stage, ws, traps, stage, override, match
-):
-    (ws / "data.packed").mkdir(exist_ok=True)
-    before = tree_state(ws)
-    run_stage(stage, override.format(ws=ws, t=traps), match=match.format(ws=ws, t=traps), command_line=True)
+    run_stage(
+        stage, override.format(ws=ws, t=traps), match=match.format(ws=ws, t=traps), command_line=command_line
+    )
     assert tree_state(ws) == before
 
 
