@@ -91,7 +91,7 @@ def resealed(ws: Path, name: str, edit) -> Path:
     model = load_packed(ws / "models" / "xnor.packed")
     meta = {"format": file_format.FORMAT, "version": str(file_format.VERSION)}
     tensors = dict(model.tensors)
-    arch = model.architecture
+    arch = [spec.to_json() for spec in model.architecture]  # the file's objects, to edit
     edit(meta, tensors, arch)
     import json
 

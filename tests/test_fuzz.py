@@ -123,7 +123,7 @@ SPEC_EDITS = {  # field → values a deliberate edit might put there
 def test_edited_and_resealed_architecture_never_crashes(original, data):
     """A valid digest over an edited architecture: refused by name, or it builds and runs."""
     _, _, x, _, path, model = original
-    arch = json.loads(json.dumps(model.architecture))
+    arch = [spec.to_json() for spec in model.architecture]
     for _ in range(data.draw(st.integers(1, 3))):
         layer = data.draw(st.integers(0, len(arch) - 1))
         field = data.draw(st.sampled_from(sorted(SPEC_EDITS)))

@@ -47,12 +47,12 @@ def test_the_packed_file_records_the_graph(tmp_path):
     net = calibrate_batchnorm(TinyResidual(XNOR, binary_shortcut=False), (3, 12, 12), 2, 8, seed=0)
     save_packed(pack_network(net, (3, 12, 12)), tmp_path / "g.packed")
     arch = load_packed(tmp_path / "g.packed").architecture
-    adds = [i for i, spec in enumerate(arch) if spec["op"] == "add"]
+    adds = [i for i, spec in enumerate(arch) if spec.op == "add"]
     assert len(adds) == 2
-    assert all(len(arch[i]["inputs"]) == 2 and max(arch[i]["inputs"]) < i for i in adds)
+    assert all(len(arch[i].inputs) == 2 and max(arch[i].inputs) < i for i in adds)
     # the second block adds the first block's output (after its ReLU) to its own branch
     first_relu = arch[adds[0] + 1]
-    assert first_relu["op"] == "relu" and adds[0] + 1 in arch[adds[1]]["inputs"]
+    assert first_relu.op == "relu" and adds[0] + 1 in arch[adds[1]].inputs
 
 
 @pytest.mark.slow
@@ -108,7 +108,7 @@ def test_an_unknown_layer_is_refused_at_pack_time(net, match):
 def test_a_file_whose_graph_reads_ahead_or_nowhere_is_refused(tmp_path, inputs):
     torch.manual_seed(0)
     model = pack_network(TinyResidual(XNOR, binary_shortcut=True).eval(), (3, 12, 12))
-    arch = [dict(spec) for spec in model.architecture]
+    arch = [spec.to_json() for spec in model.architecture]
     relu = next(i for i, spec in enumerate(arch) if spec["op"] == "relu" and i > 2)
     arch[relu]["inputs"] = inputs
     arch_json, info = json.dumps(arch, sort_keys=True), json.dumps(model.info)

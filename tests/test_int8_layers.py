@@ -130,7 +130,7 @@ def test_only_the_full_precision_layers_become_int8(int8_model):
     net, fp32, int8 = int8_model
     firsts = float_layers(fp32)
     assert firsts == [0, len(fp32.architecture) - 1]  # LeNet-5's conv1 and its last fc
-    assert [i for i, s in enumerate(int8.architecture) if s.get("int8")] == firsts
+    assert [i for i, s in enumerate(int8.architecture) if s.int8] == firsts
     assert all(f"{i}.weight" not in int8.tensors for i in firsts)
     binary = {k: v for k, v in fp32.tensors.items() if int(k.split(".")[0]) not in firsts}
     assert all(np.array_equal(int8.tensors[k], v) for k, v in binary.items())
@@ -174,9 +174,10 @@ def test_int8_layers_stay_close_to_fp32(int8_model):
     assert checked == 2
 
 
-def resave(path, model, tensors):
-    """The file rewritten with ``tensors`` and a correct digest: only the content checks can refuse it."""
-    arch = json.dumps(model.architecture, sort_keys=True)
+def resave(path, model, tensors, arch: list[dict] | None = None):
+    """The file rewritten with ``tensors`` (and ``arch``, the file's layer objects) and a correct
+    digest: only the content checks can refuse it."""
+    arch = json.dumps(arch or [s.to_json() for s in model.architecture], sort_keys=True)
     info = json.dumps(model.info, sort_keys=True)
     meta = {"format": FORMAT, "version": str(VERSION), "architecture": arch, "info": info,
             "sha256": digest(arch, info, tensors)}  # fmt: skip
@@ -212,10 +213,10 @@ def test_bad_int8_fields_get_one_clear_error(int8_model, tmp_path, change, match
 @pytest.mark.parametrize("flag", ["yes", 1])
 def test_int8_flag_must_be_a_boolean_on_a_float_layer(int8_model, tmp_path, flag):
     _, _, int8 = int8_model
-    arch = [dict(s) for s in int8.architecture]
+    arch = [s.to_json() for s in int8.architecture]
     arch[0]["int8"] = flag
     path = tmp_path / "m.packed"
-    resave(path, type(int8)(arch, int8.tensors, int8.info), int8.tensors)
+    resave(path, int8, int8.tensors, arch)
     with pytest.raises(XnornetError, match="int8 must be true or false on a full-precision conv/linear"):
         load_packed(path)
 
@@ -232,7 +233,7 @@ def test_a_truncated_int8_file_is_refused(int8_model, tmp_path):
 def test_fp32_packing_is_unchanged(int8_model):
     """Without the switch the file has no int8 field at all: old files and new fp32 files alike."""
     _, fp32, _ = int8_model
-    assert not any("int8" in s for s in fp32.architecture)
+    assert not any("int8" in s.to_json() for s in fp32.architecture)
     assert not any(k.endswith(("weight_int8", "input_scale")) for k in fp32.tensors)
     assert "float_layers" not in fp32.info
 
@@ -267,4 +268,4 @@ def test_pack_stage_switch(choice, tmp_path, tiny_data_dir, monkeypatch, capsys)
     cli.main(["pack", *overrides])
     model = load_packed(out)
     assert model.info["float_layers"] == "int8"
-    assert [i for i, s in enumerate(model.architecture) if s.get("int8")] == [0, len(model.architecture) - 1]
+    assert [i for i, s in enumerate(model.architecture) if s.int8] == [0, len(model.architecture) - 1]

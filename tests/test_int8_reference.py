@@ -26,7 +26,7 @@ def logits(net: nn.Module, x: np.ndarray) -> np.ndarray:
 
 def check_same_layers(net: nn.Module, shape: tuple[int, ...], calib: list[np.ndarray], x: np.ndarray) -> None:
     int8 = quantize_float_layers(pack_network(net, shape), calib)
-    assert any(s.get("int8") for s in int8.architecture)
+    assert any(s.int8 for s in int8.architecture)
     before = logits(net, x)
     ours = PackedEngine(int8)(x)
     with int8_layers_in_torch(net, int8) as same:
@@ -72,7 +72,7 @@ def test_layers_with_a_folded_batchnorm_shift():
     torch.manual_seed(2)
     net = calibrate_batchnorm(ShiftIntoFloatLayer(), (1, 8, 8), 2, 16, seed=0)
     arch = pack_network(net, (1, 8, 8)).architecture
-    assert [s["op"] for s in arch].count("scale") == 2  # both shifts handed on
+    assert [s.op for s in arch].count("scale") == 2  # both shifts handed on
     check_same_layers(net, (1, 8, 8), calibration_8x8(), calibration_8x8(seed=3)[0])
 
 

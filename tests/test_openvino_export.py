@@ -96,7 +96,7 @@ def test_int8_layers_export_predicts_what_the_engine_predicts(variant, tmp_path)
     x, _ = digits(2000, 1)
     model = quantize_float_layers(pack_network(net, (1, 28, 28), variant=variant), [x[:512]])
     last = len(model.architecture) - 1
-    assert model.architecture[0]["int8"] and model.architecture[last]["int8"]
+    assert model.architecture[0].int8 and model.architecture[last].int8
     compiled = ov_export.load_openvino(
         ov_export.export_openvino(model, tmp_path / "n.xml"), threads=1, batch=500
     )
@@ -131,8 +131,8 @@ def test_the_ir_stores_binary_weights_as_bits(tmp_path):
 
 def test_a_graph_that_does_not_fit_is_one_line_and_writes_nothing(tmp_path):
     model = pack_network(LeNet5(VARIANTS["xnor"]).eval(), (1, 28, 28))
-    arch = [dict(s) for s in model.architecture]
-    i = next(k for k, s in enumerate(arch) if s["op"] == "threshold")
+    arch = list(model.architecture)
+    i = next(k for k, s in enumerate(arch) if s.op == "threshold")
     arch[i + 1] = {"op": "relu", "inputs": [i]}  # a threshold that binarizes nothing
     broken = PackedModel(arch, {k: v for k, v in model.tensors.items() if not k.startswith(f"{i + 1}.")},
                          model.info)  # fmt: skip

@@ -143,7 +143,7 @@ def test_consistent_but_wrong_shapes_are_refused(packed_file):
     path, _ = packed_file
     model = load_packed(path)
     tensors = {**model.tensors, "4.alpha": np.ones(3, np.float32)}
-    arch = json.dumps(model.architecture, sort_keys=True)
+    arch = json.dumps([s.to_json() for s in model.architecture], sort_keys=True)
     info = json.dumps(model.info)
     meta = {"format": FORMAT, "version": str(VERSION), "architecture": arch, "info": info,
             "sha256": digest(arch, info, tensors)}  # fmt: skip

@@ -38,7 +38,7 @@ from xnornet.kernels import (
 )
 from xnornet.kernels.ops import bn_sign_pack, pool2d_nhwc
 from xnornet.packed.file_format import PackedModel, load_packed, unpack_weight_signs
-from xnornet.packed.fusion_plan import WEIGHT_OPS, PlannedStep, fusion_plan, weight_kind
+from xnornet.packed.fusion_plan import PlannedStep, fusion_plan, weight_kind
 from xnornet.packed.int8_ops import Int8Layer, int8_conv, int8_linear
 
 Step = Callable[[np.ndarray], np.ndarray]
@@ -60,9 +60,9 @@ def float_weight(model: PackedModel, i: int) -> np.ndarray:
     """Float weights of layer i: stored float32, α·sign(W) unpacked from the bits (BWN), or an
     int8 layer's weight_int8 · weight_scale."""
     spec, t = model.architecture[i], model.tensors
-    if spec.get("int8"):
+    if spec.int8:
         return Int8Layer.from_tensors(t, i).dequantized_weight()
-    if not spec["binary"]:
+    if not spec.binary:
         return t[f"{i}.weight"]
     signs = weight_signs(model, i).astype(np.float32)
     return signs * t[f"{i}.alpha"].reshape(-1, *[1] * (signs.ndim - 1))
@@ -116,11 +116,11 @@ def xnor_conv(model: PackedModel, i: int, bn, threads: int | None, relu: bool = 
     buffer are reused by every forward pass, so a pass allocates nothing for it.
     ``bn``: the (scale, shift) whose sign it packs, or PACKED; ``emit``: the next layer's."""
     spec, t = model.architecture[i], model.tensors
-    kh, kw = spec["kernel"]
-    stride, pad = spec["stride"], spec["padding"]
+    kh, kw = spec.kernel
+    stride, pad = spec.stride, spec.padding
     weights = BinaryConvWeights.from_float(weight_signs(model, i).astype(np.float32), stride, pad)
     alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
-    own_sign = bn is not PACKED and not spec["scale_activations"]  # BN → sign packed in its call
+    own_sign = bn is not PACKED and not spec.scale_activations  # BN → sign packed in its call
     layer = BinaryConv2dLayer(weights, alpha, bias, relu=relu, threads=threads,
                               sign=bn if own_sign else None, emit_sign=emit)  # fmt: skip
     if bn is PACKED:
@@ -141,9 +141,9 @@ def xnor_conv(model: PackedModel, i: int, bn, threads: int | None, relu: bool = 
 
 def xnor_linear(model: PackedModel, i: int, bn, threads: int | None, relu: bool = False, emit=None) -> Step:
     spec, t = model.architecture[i], model.tensors
-    columns = PackedColumns.from_bits(pack_bits(weight_signs(model, i).astype(np.float32)), spec["in"])
+    columns = PackedColumns.from_bits(pack_bits(weight_signs(model, i).astype(np.float32)), spec.in_channels)
     alpha, bias = t[f"{i}.alpha"], t.get(f"{i}.bias")
-    own_sign = bn is not PACKED and not spec["scale_activations"]
+    own_sign = bn is not PACKED and not spec.scale_activations
     layer = BinaryLinearLayer(columns, alpha, bias, relu=relu, threads=threads,
                               sign=bn if own_sign else None, emit_sign=emit)  # fmt: skip
     if bn is PACKED:
@@ -175,7 +175,7 @@ def sign_input(model: PackedModel, i: int) -> tuple[np.ndarray, np.ndarray]:
     """(scale, shift) whose sign feeds binary-input layer i+1: from a threshold (x < thr ⇔
     x − thr < 0, exactly, in floating point) or an affine BatchNorm."""
     spec, t = model.architecture[i], model.tensors
-    if spec["op"] == "threshold":
+    if spec.op == "threshold":
         thr = t[f"{i}.threshold"]
         return np.ones_like(thr), (-thr).astype(np.float32)
     return t[f"{i}.scale"], t[f"{i}.shift"]
@@ -188,28 +188,28 @@ def weight_step(
     the per-channel scale/shift whose sign is packed, or PACKED), int8, or a float op; a following
     ReLU fused in; ``emit``: the next layer's scale/shift, whose sign it returns packed;
     ``maxpool``: an int8 conv's following max pool (kernel, stride, padding), pooled in int8."""
-    spec, op = model.architecture[i], model.architecture[i]["op"]
+    spec = model.architecture[i]
     kind = weight_kind(spec)
     if kind == "xnor":
         if sign is None:
-            c = spec["in"]
+            c = spec.in_channels
             sign = (np.ones(c, np.float32), np.zeros(c, np.float32))
-        return (xnor_conv if op == "conv" else xnor_linear)(model, i, sign, threads, relu, emit)
+        return (xnor_conv if spec.op == "conv" else xnor_linear)(model, i, sign, threads, relu, emit)
     if kind == "int8":
         q = Int8Layer.from_tensors(model.tensors, i)
-        if op == "linear":
+        if spec.op == "linear":
             return int8_linear(q, relu)
-        return int8_conv(q, spec["stride"], spec["padding"], relu, maxpool)
+        return int8_conv(q, spec.stride, spec.padding, relu, maxpool)
     w, b = float_weight(model, i), model.tensors.get(f"{i}.bias")
     return (
-        float_conv(w, b, spec["stride"], spec["padding"], relu) if op == "conv" else float_linear(w, b, relu)
+        float_conv(w, b, spec.stride, spec.padding, relu) if spec.op == "conv" else float_linear(w, b, relu)
     )
 
 
 def plain_step(model: PackedModel, i: int, threads: int | None) -> Step:
     """A layer without weights (BatchNorm forms, activations, pools, flatten, add)."""
     spec, t = model.architecture[i], model.tensors
-    op = spec["op"]
+    op = spec.op
     if op == "scale":
         return lambda x, s=t[f"{i}.scale"]: x * s
     if op == "affine":
@@ -217,7 +217,7 @@ def plain_step(model: PackedModel, i: int, threads: int | None) -> Step:
     if op == "relu":
         return lambda x: np.maximum(x, 0)  # not in place: a graph may read x again
     if op in ("maxpool", "avgpool"):
-        return pool(op, spec["kernel"], spec["stride"], spec["padding"], threads)
+        return pool(op, spec.window, spec.stride, spec.padding, threads)
     if op == "global_avgpool":
         return lambda x: x.mean(axis=(1, 2), keepdims=True)
     if op == "flatten":
@@ -230,12 +230,12 @@ def plain_step(model: PackedModel, i: int, threads: int | None) -> Step:
 def build_step(model: PackedModel, p: PlannedStep, threads: int | None) -> Step:
     """One planned step as the function the engine calls."""
     arch = model.architecture
-    if arch[p.layer]["op"] not in WEIGHT_OPS:
+    if not arch[p.layer].has_weights:
         return plain_step(model, p.layer, threads)
     sign = PACKED if p.sign_packed else sign_input(model, p.sign_of) if p.sign_of is not None else None
     emit = sign_input(model, p.emits) if p.emits is not None else None
     pool_spec = arch[p.maxpool] if p.maxpool is not None else None
-    maxpool = (pool_spec["kernel"], pool_spec["stride"], pool_spec["padding"]) if pool_spec else None
+    maxpool = (pool_spec.window, pool_spec.stride, pool_spec.padding) if pool_spec else None
     return weight_step(model, p.layer, sign, threads, p.relu, emit, maxpool)
 
 

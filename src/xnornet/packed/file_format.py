@@ -6,6 +6,7 @@ the architecture (one spec per inference layer, see xnornet.packed.inference_for
 (variant, network, input shape) and a SHA-256 over architecture, info and every tensor, checked
 on load, so a truncated, corrupted or edited file is refused.
 
+Each layer spec is a JSON object, read as a checked LayerSpec (xnornet.packed.layer_spec).
 Tensor names: ``<layer index>.<field>``; binary layers store ``weight_bits`` and ``alpha``
 (mean |W| per output filter), the rest their float32 parameters and BatchNorm statistics. A
 full-precision layer packed in int8 (spec ``int8: true``, optional, so files without it read as
@@ -29,20 +30,15 @@ from xnornet.files import atomic_path
 from xnornet.kernels import unpack_signs
 from xnornet.kernels.ops import n_words
 from xnornet.packed.canonical import canonicalize_header
+from xnornet.packed.layer_spec import CHANNEL_OPS, LayerSpec, parse_architecture
 
 FORMAT = "xnornet-packed"
 VERSION = 2  # 2: a graph (each layer names its inputs); the digest covers the info metadata too
 
 
-def weight_shape(spec: dict) -> tuple[int, ...]:
-    if spec["op"] == "conv":
-        return (int(spec["out"]), int(spec["in"]), *(int(v) for v in spec["kernel"]))
-    return (int(spec["out"]), int(spec["in"]))
-
-
-def unpack_weight_signs(bits: np.ndarray, spec: dict, name: str) -> np.ndarray:
+def unpack_weight_signs(bits: np.ndarray, spec: LayerSpec, name: str) -> np.ndarray:
     """The ±1 weights of a binary layer from its dense bit stream; padding bits must be 0."""
-    shape = weight_shape(spec)
+    shape = spec.weight_shape
     count = int(np.prod(shape))
     signs = unpack_signs(bits, 64 * len(bits))
     if np.any(signs[count:] != 1):
@@ -62,9 +58,16 @@ def digest(architecture: str, info: str, tensors: dict[str, np.ndarray]) -> str:
 
 @dataclass
 class PackedModel:
-    architecture: list[dict]
+    """A packed model in memory. ``architecture`` may be given as the file's JSON objects (as
+    inference_form builds them): they are parsed into LayerSpecs here, so every model a consumer
+    sees has checked, typed layers."""
+
+    architecture: list[LayerSpec]
     tensors: dict[str, np.ndarray]
     info: dict  # variant, net, input_shape, …
+
+    def __post_init__(self) -> None:
+        self.architecture = parse_architecture(self.architecture)
 
 
 def check_finite(tensors: dict[str, np.ndarray], where: str) -> None:
@@ -80,7 +83,7 @@ def check_finite(tensors: dict[str, np.ndarray], where: str) -> None:
 def save_packed(model: PackedModel, path: Path) -> None:
     check_finite(model.tensors, f"{path} (packing)")
     check_int8_scales(model.architecture, model.tensors, f"{path} (packing)")
-    arch = json.dumps(model.architecture, sort_keys=True)
+    arch = json.dumps([spec.to_json() for spec in model.architecture], sort_keys=True)
     info = json.dumps(model.info, sort_keys=True)
     metadata = {"format": FORMAT, "version": str(VERSION), "architecture": arch, "info": info,
                 "sha256": digest(arch, info, model.tensors)}  # fmt: skip
@@ -89,52 +92,20 @@ def save_packed(model: PackedModel, path: Path) -> None:
         canonicalize_header(tmp)  # safetensors orders the metadata at random: same model, same bytes
 
 
-LEAST = {  # op → integer field → its least value: the geometry the engine reads
-    "conv": {"in": 1, "out": 1, "stride": 1, "padding": 0},
-    "linear": {"in": 1, "out": 1},
-    "maxpool": {"kernel": 1, "stride": 1, "padding": 0},
-    "avgpool": {"kernel": 1, "stride": 1, "padding": 0},
-    **{op: {"channels": 1} for op in ("threshold", "scale", "affine")},
-}
-FLAGS = ("binary", "binary_input", "bias", "scale_activations")  # the booleans of conv and linear
 SCALES = ("weight_scale", "input_scale", "output_scale")  # an int8 layer's grids: each step > 0
 
 
-def check_spec(i: int, spec: dict) -> None:
-    """Layer ``i``'s fields have the types and ranges the engine needs (a digest proves only
-    that nobody changed the file since it was written, not that the writer was right)."""
-    op = spec.get("op")
-    for field, least in LEAST.get(op, {}).items():
-        value = spec.get(field)
-        if type(value) is not int or value < least:
-            raise ValueError(f"layer {i} ({op}): {field} must be an integer >= {least}, got {value!r}")
-    kernel = spec.get("kernel")
-    if op == "conv" and not (isinstance(kernel, list) and len(kernel) == 2
-                             and all(type(k) is int and k >= 1 for k in kernel)):  # fmt: skip
-        raise ValueError(f"layer {i} (conv): kernel must be two integers >= 1, got {kernel!r}")
-    for flag in FLAGS if op in ("conv", "linear") else ():
-        if type(spec.get(flag)) is not bool:
-            raise ValueError(f"layer {i} ({op}): {flag} must be true or false, got {spec.get(flag)!r}")
-    if "int8" in spec and (type(spec["int8"]) is not bool or op not in ("conv", "linear") or spec["binary"]):
-        raise ValueError(f"layer {i} ({op}): int8 must be true or false on a full-precision conv/linear, "
-                         f"got {spec['int8']!r}")  # fmt: skip
-
-
-def expected_tensors(arch: list[dict]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def expected_tensors(arch: list[LayerSpec]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Name → (shape, dtype) that each layer spec requires: the file must hold exactly these."""
     want: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     f32, u64 = np.dtype(np.float32), np.dtype(np.uint64)
-    if not isinstance(arch, list) or not all(isinstance(spec, dict) for spec in arch) or not arch:
-        raise ValueError("the architecture must be a non-empty list of layer specs")
     for i, spec in enumerate(arch):
-        op = spec["op"]
-        check_spec(i, spec)
-        if op in ("conv", "linear"):
-            shape = weight_shape(spec)
-            if spec["binary"]:
+        if spec.has_weights:
+            shape = spec.weight_shape
+            if spec.binary:
                 want[f"{i}.weight_bits"] = ((n_words(int(np.prod(shape))),), u64)
                 want[f"{i}.alpha"] = ((shape[0],), f32)
-            elif spec.get("int8", False):
+            elif spec.int8:
                 u8, one = np.dtype(np.uint8), (1,)
                 want[f"{i}.weight_int8"] = (shape, np.dtype(np.int8))
                 want[f"{i}.weight_scale"] = ((shape[0],), f32)
@@ -142,19 +113,12 @@ def expected_tensors(arch: list[dict]) -> dict[str, tuple[tuple[int, ...], np.dt
                     want[f"{i}.{side}_scale"], want[f"{i}.{side}_zero_point"] = (one, f32), (one, u8)
             else:
                 want[f"{i}.weight"] = (shape, f32)
-            if spec["bias"]:
+            if spec.bias:
                 want[f"{i}.bias"] = ((shape[0],), f32)
-        elif op in ("threshold", "scale", "affine"):
-            fields = {"threshold": ["threshold"], "scale": ["scale"], "affine": ["scale", "shift"]}[op]
+        elif spec.op in CHANNEL_OPS:
+            fields = {"threshold": ["threshold"], "scale": ["scale"], "affine": ["scale", "shift"]}[spec.op]
             for field in fields:
-                want[f"{i}.{field}"] = ((int(spec["channels"]),), f32)
-        elif op not in ("relu", "maxpool", "avgpool", "global_avgpool", "flatten", "add"):
-            raise ValueError(f"unknown layer op {op!r} at layer {i}")
-        inputs = spec["inputs"]
-        arity = 2 if op == "add" else 1
-        if (not isinstance(inputs, list) or len(inputs) != arity
-                or not all(type(j) is int and -1 <= j < i for j in inputs)):  # fmt: skip
-            raise ValueError(f"layer {i} ({op}) must read {arity} earlier layer(s), not {inputs!r}")
+                want[f"{i}.{field}"] = ((spec.channels,), f32)
     return want
 
 
@@ -178,7 +142,7 @@ def load_packed(path: Path | str) -> PackedModel:
     if digest(arch_json, info_json, tensors) != meta.get("sha256"):
         raise XnornetError(f"{path}: SHA-256 mismatch: the file is corrupted or was modified")
     try:
-        arch, info = json.loads(arch_json), json.loads(info_json)
+        arch, info = parse_architecture(json.loads(arch_json)), json.loads(info_json)
         want = expected_tensors(arch)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise XnornetError(f"{path}: invalid architecture metadata ({e})") from e
@@ -193,18 +157,18 @@ def load_packed(path: Path | str) -> PackedModel:
                 f"the architecture needs {dtype}{list(shape)}"
             )
     for i, spec in enumerate(arch):
-        if spec["op"] in ("conv", "linear") and spec["binary"]:
+        if spec.has_weights and spec.binary:
             unpack_weight_signs(tensors[f"{i}.weight_bits"], spec, f"{path}: layer {i}")
     check_finite(tensors, str(path))
     check_int8_scales(arch, tensors, str(path))
     return PackedModel(arch, tensors, info)
 
 
-def check_int8_scales(arch: list[dict], tensors: dict[str, np.ndarray], where: str) -> None:
+def check_int8_scales(arch: list[LayerSpec], tensors: dict[str, np.ndarray], where: str) -> None:
     """Every int8 grid step positive: a zero or negative scale would divide by zero or flip every
     value when torch quantizes, and torch does not check it."""
     for i, spec in enumerate(arch):
-        for field in SCALES if spec.get("int8") else ():
+        for field in SCALES if spec.int8 else ():
             t = tensors[f"{i}.{field}"]
             if not (t > 0).all():
                 raise XnornetError(f"{where}: {i}.{field} has {int((t <= 0).sum())} values <= 0; "

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WEIGHT_OPS = ("conv", "linear")
-SIGN_OPS = ("threshold", "affine")  # the forms a BatchNorm before a binary-input layer takes
+from xnornet.packed.layer_spec import SIGN_OPS, LayerSpec, parse_architecture
 
 
 @dataclass(frozen=True)
@@ -34,32 +33,34 @@ class PlannedStep:
     emits: int | None = None  # the threshold/affine spec whose sign its output is, packed
 
 
-def consumers(arch: list[dict]) -> dict[int, list[int]]:
+def consumers(arch: list[LayerSpec]) -> dict[int, list[int]]:
     """Spec index (-1: the input) → the specs that read it."""
     users: dict[int, list[int]] = {i: [] for i in range(-1, len(arch))}
     for j, spec in enumerate(arch):
-        for i in spec["inputs"]:
+        for i in spec.inputs:
             users[i].append(j)
     return users
 
 
-def weight_kind(spec: dict) -> str:
+def weight_kind(spec: LayerSpec) -> str:
     """How a conv/linear runs: xnor (binary input, on the kernel), int8, bwn (α·sign(W) in
     float32) or float."""
-    if spec["binary_input"]:
+    if spec.binary_input:
         return "xnor"
-    if spec.get("int8"):
+    if spec.int8:
         return "int8"
-    return "bwn" if spec["binary"] else "float"
+    return "bwn" if spec.binary else "float"
 
 
-def weight_step_name(arch: list[dict], layer: int, suffix: str = "") -> str:
-    return f"{layer}:{weight_kind(arch[layer])}_{arch[layer]['op']}{suffix}"
+def weight_step_name(arch: list[LayerSpec], layer: int, suffix: str = "") -> str:
+    return f"{layer}:{weight_kind(arch[layer])}_{arch[layer].op}{suffix}"
 
 
-def fusion_plan(arch: list[dict], fuse_layers: bool = True) -> list[PlannedStep]:
+def fusion_plan(arch: list[LayerSpec] | list[dict], fuse_layers: bool = True) -> list[PlannedStep]:
     """The graph as steps in execution order (see the module's docstring); ``fuse_layers=False``
-    keeps every binary layer's float output (no emitted signs), the rest as it is."""
+    keeps every binary layer's float output (no emitted signs), the rest as it is. ``arch``: a
+    model's specs, or the file's JSON objects (parsed and checked here)."""
+    arch = parse_architecture(arch)
     users = consumers(arch)
 
     def only_user(i: int | None) -> int | None:
@@ -71,11 +72,11 @@ def fusion_plan(arch: list[dict], fuse_layers: bool = True) -> list[PlannedStep]
         the float values' mean |·|)."""
         a = only_user(out)
         j = only_user(a)
-        if not fuse_layers or not arch[layer]["binary_input"] or a is None or j is None:
+        if not fuse_layers or not arch[layer].binary_input or a is None or j is None:
             return None
-        if arch[a]["op"] not in SIGN_OPS or arch[j]["op"] != arch[layer]["op"]:
+        if arch[a].op not in SIGN_OPS or arch[j].op != arch[layer].op:
             return None
-        if not arch[j].get("binary_input") or arch[j]["scale_activations"] or arch[j]["inputs"] != [a]:
+        if not arch[j].binary_input or arch[j].scale_activations or arch[j].inputs != (a,):
             return None
         return a
 
@@ -85,10 +86,10 @@ def fusion_plan(arch: list[dict], fuse_layers: bool = True) -> list[PlannedStep]
         spec = arch[s]
         return (
             s not in computed
-            and spec["op"] == "conv"
-            and not spec["binary_input"]
+            and spec.op == "conv"
+            and not spec.binary_input
             and users[s] == [add]
-            and all(i in computed for i in spec["inputs"])
+            and all(i in computed for i in spec.inputs)
         )
 
     plan: list[PlannedStep] = []
@@ -98,35 +99,35 @@ def fusion_plan(arch: list[dict], fuse_layers: bool = True) -> list[PlannedStep]
     for i, spec in enumerate(arch):
         if i in fused:
             continue
-        op, inputs, j = spec["op"], list(spec["inputs"]), only_user(i)
+        op, inputs, j = spec.op, list(spec.inputs), only_user(i)
         sign_of, packed, layer = None, False, i
-        if op in SIGN_OPS and j is not None and arch[j].get("binary_input"):
+        if op in SIGN_OPS and j is not None and arch[j].binary_input:
             sign_of, packed, layer = i, inputs[0] in emitted, j  # the consumer packs BN's sign
             fused.add(j)
-        if arch[layer]["op"] not in WEIGHT_OPS:
+        if not arch[layer].has_weights:
             plan.append(PlannedStep(f"{i}:{op}", i, tuple(inputs), i))
             computed.add(i)
             continue
         out, k = layer, only_user(layer)
-        if arch[layer]["op"] == "conv" and k is not None and arch[k]["op"] == "add":
-            other = [o for o in arch[k]["inputs"] if o != layer]
+        if arch[layer].op == "conv" and k is not None and arch[k].op == "add":
+            other = [o for o in arch[k].inputs if o != layer]
             if len(other) == 1 and early_shortcut(other[0], k, computed):
                 # a full-precision shortcut that comes later in the graph runs first, so that
                 # this conv adds it in its own output transform (ResNet's downsampling blocks)
                 s = other[0]
-                plan.append(PlannedStep(weight_step_name(arch, s), s, tuple(arch[s]["inputs"]), s))
+                plan.append(PlannedStep(weight_step_name(arch, s), s, arch[s].inputs, s))
                 computed.add(s)
                 fused.add(s)
             if len(other) == 1 and other[0] in computed:
                 inputs, out, k = [*inputs, other[0]], k, only_user(k)
                 fused.add(out)
-        relu = k is not None and arch[k]["op"] == "relu"
+        relu = k is not None and arch[k].op == "relu"
         if relu:
             out = k
             fused.add(k)
         maxpool, k = None, only_user(out)
-        if arch[layer].get("int8") and arch[layer]["op"] == "conv" and len(inputs) == 1:
-            if k is not None and arch[k]["op"] == "maxpool":
+        if arch[layer].int8 and arch[layer].op == "conv" and len(inputs) == 1:
+            if k is not None and arch[k].op == "maxpool":
                 maxpool, out = k, k
                 fused.add(k)
         emits = emitted_sign(layer, out)

@@ -16,7 +16,7 @@ Binary weights become one dense bit stream of sign(W), exactly 1/32 of float32, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from torch import nn
@@ -27,6 +27,7 @@ from xnornet.nn.layers import QuantConv2d, QuantLinear
 from xnornet.nn.shift_batchnorm import ShiftBatchNorm
 from xnornet.packed.file_format import PackedModel
 from xnornet.packed.graph_capture import capture
+from xnornet.packed.layer_spec import LayerSpec
 
 Layer = tuple[dict, dict[str, np.ndarray]]  # (spec, tensors by field name)
 BatchNorm = nn.BatchNorm1d | nn.BatchNorm2d
@@ -209,9 +210,11 @@ def pack_network(net: nn.Module, input_shape: tuple[int, ...], **info) -> Packed
     return PackedModel(arch, tensors, {**info, "input_shape": list(input_shape)})
 
 
-def check_architecture(net: nn.Module, architecture: list[dict], input_shape, path, variant: str) -> None:
+def check_architecture(
+    net: nn.Module, architecture: list[LayerSpec], input_shape, path, variant: str
+) -> None:
     """The packed file must be the inference form of the model this config trains (its
     full-precision layers in float32 or int8, a choice made when packing)."""
-    stored = [{k: v for k, v in spec.items() if k != "int8"} for spec in architecture]
+    stored = [replace(spec, int8=False) for spec in architecture]
     if pack_network(net, input_shape).architecture != stored:
         raise XnornetError(f"{path}: its architecture is not the {variant} model of this config")

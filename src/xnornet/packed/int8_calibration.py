@@ -10,6 +10,7 @@ BatchNorm scale kept before it), and the float output its op requantizes, on rea
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,25 +21,22 @@ from xnornet.errors import XnornetError
 from xnornet.packed.engine import PackedEngine
 from xnornet.packed.file_format import PackedModel
 from xnornet.packed.int8_ops import ENGINE
+from xnornet.packed.layer_spec import LayerSpec
 
 
 def float_layers(model: PackedModel) -> list[int]:
     """The conv/linear layers XNOR-Net keeps in full precision (float weights, float inputs) and
     still in float32: quantizing a model twice leaves its int8 layers as they are."""
     arch = model.architecture
-    return [
-        i
-        for i, s in enumerate(arch)
-        if s["op"] in ("conv", "linear") and not s["binary"] and not s.get("int8")
-    ]
+    return [i for i, s in enumerate(arch) if s.has_weights and not s.binary and not s.int8]
 
 
 def _float_output(
-    spec: dict, w: torch.Tensor, b: torch.Tensor | None, x: np.ndarray, relu: bool
+    spec: LayerSpec, w: torch.Tensor, b: torch.Tensor | None, x: np.ndarray, relu: bool
 ) -> torch.Tensor:
     """The layer's own float output (before any residual add), as the int8 op will produce it."""
-    if spec["op"] == "conv":
-        y = F.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2), w, b, spec["stride"], spec["padding"])
+    if spec.op == "conv":
+        y = F.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2), w, b, spec.stride, spec.padding)
     else:
         y = F.linear(torch.from_numpy(np.ascontiguousarray(x)), w, b)
     return y.relu_() if relu else y
@@ -56,7 +54,7 @@ def _observe(model: PackedModel, batches: Iterable[np.ndarray]) -> dict[int, tup
             continue
         spec, t = model.architecture[i], model.tensors
         w = torch.from_numpy(t[f"{i}.weight"])
-        b = torch.from_numpy(t[f"{i}.bias"]) if spec["bias"] else None
+        b = torch.from_numpy(t[f"{i}.bias"]) if spec.bias else None
         relu = "+relu" in step.name and len(step.inputs) == 1  # with a residual, ReLU follows the add
         seen_in, seen_out = qconfig.activation(), qconfig.activation()
         observers[i] = (seen_in, seen_out)
@@ -88,7 +86,7 @@ def quantize_float_layers(model: PackedModel, batches: Iterable[np.ndarray]) -> 
     """``model`` with every full-precision layer in int8, its activation grids calibrated on
     ``batches`` (float32 NCHW, normalized as the engine's input); binary layers untouched."""
     observers = _observe(model, batches)
-    arch = [dict(spec) for spec in model.architecture]
+    arch = list(model.architecture)
     tensors = dict(model.tensors)
     qconfig = get_default_qconfig(ENGINE)
     for i, (seen_in, seen_out) in observers.items():
@@ -101,7 +99,7 @@ def quantize_float_layers(model: PackedModel, batches: Iterable[np.ndarray]) -> 
         tensors[f"{i}.weight_scale"] = scales.numpy().astype(np.float32)
         tensors[f"{i}.input_scale"], tensors[f"{i}.input_zero_point"] = _qparams(seen_in)
         tensors[f"{i}.output_scale"], tensors[f"{i}.output_zero_point"] = _qparams(seen_out)
-        arch[i]["int8"] = True
+        arch[i] = replace(arch[i], int8=True)
     return PackedModel(arch, tensors, {**model.info, "float_layers": "int8"})
 
 

@@ -27,15 +27,16 @@ from xnornet.errors import XnornetError
 from xnornet.packed.file_format import PackedModel
 from xnornet.packed.inference_form import bn_scale_shift, inference_form
 from xnornet.packed.int8_ops import Int8Layer, exact_quantized_ops, quantize_input, quantized_engine
+from xnornet.packed.layer_spec import LayerSpec
 
 
-def quantized_module(spec: dict, q: Int8Layer) -> nn.Module:
+def quantized_module(spec: LayerSpec, q: Int8Layer) -> nn.Module:
     """torch's quantized Conv2d or Linear with ``q``'s weights, bias and output grid."""
     with quantized_engine():
-        if spec["op"] == "conv":
-            m = nnq.Conv2d(spec["in"], spec["out"], tuple(spec["kernel"]), spec["stride"], spec["padding"])
+        if spec.op == "conv":
+            m = nnq.Conv2d(spec.in_channels, spec.out, spec.kernel, spec.stride, spec.padding)
         else:
-            m = nnq.Linear(spec["in"], spec["out"])
+            m = nnq.Linear(spec.in_channels, spec.out)
         m.set_weight_bias(q.qweight(), q.bias_tensor())
     m.scale, m.zero_point = q.output_scale, q.output_zero_point
     return m
@@ -44,7 +45,7 @@ def quantized_module(spec: dict, q: Int8Layer) -> nn.Module:
 def has_int8_layers(model: PackedModel) -> bool:
     """Whether ``model`` stores any layer in int8: without one, its torch reference is the float
     model itself, and a caller need not run that twice."""
-    return any(spec.get("int8") for spec in model.architecture)
+    return any(spec.int8 for spec in model.architecture)
 
 
 @contextlib.contextmanager
@@ -57,7 +58,7 @@ def int8_layers_in_torch(net: nn.Module, model: PackedModel) -> Iterator[nn.Modu
     handles = []
     try:
         for i, (spec, origin) in enumerate(zip(model.architecture, origins, strict=True)):
-            if not spec.get("int8"):
+            if not spec.int8:
                 continue
             if origin.shifted_by is not None:  # it reads BN's s·x, its bias holds W·t
                 handles.append(_scale_only(origin.shifted_by))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from xnornet.files import atomic_path, write_csv
-from xnornet.packed.file_format import PackedModel, weight_shape
+from xnornet.packed.file_format import PackedModel
 
 
 def memory_table(model: PackedModel) -> list[dict]:
@@ -19,12 +19,12 @@ def memory_table(model: PackedModel) -> list[dict]:
         if not fields:
             continue
         bits = fields.pop("weight_bits", None)
-        n_binary = int(np.prod(weight_shape(spec))) if bits is not None else 0
+        n_binary = int(np.prod(spec.weight_shape)) if bits is not None else 0
         n_float = int(sum(v.size for v in fields.values()))  # float32, or int8 with its grids
         packed = (bits.nbytes if bits is not None else 0) + int(sum(v.nbytes for v in fields.values()))
-        kind = " (binary)" if bits is not None else " (int8)" if spec.get("int8") else ""
+        kind = " (binary)" if bits is not None else " (int8)" if spec.int8 else ""
         rows.append({
-            "layer": i, "op": spec["op"] + kind,
+            "layer": i, "op": spec.op + kind,
             "params_1bit": n_binary, "params_32bit": n_float, "packed_bytes": packed,
             "float32_bytes": 4 * (n_binary + n_float),
         })  # fmt: skip

@@ -36,6 +36,7 @@ from xnornet.files import atomic_path
 from xnornet.packed.engine import float_weight, sign_input, weight_signs
 from xnornet.packed.file_format import PackedModel, load_packed
 from xnornet.packed.fusion_plan import consumers
+from xnornet.packed.layer_spec import SIGN_OPS, LayerSpec
 from xnornet.peers.openvino_binary import binary_conv, binary_linear, compile_for_latency, per_channel
 
 Value = ov.Output
@@ -55,7 +56,7 @@ def decompressed_signs(signs: np.ndarray, alpha: np.ndarray) -> ov.Node:
 
 def float_weight_node(model: PackedModel, i: int) -> ov.Node:
     spec, t = model.architecture[i], model.tensors
-    if spec["binary"]:
+    if spec.binary:
         return decompressed_signs(weight_signs(model, i), t[f"{i}.alpha"])
     return ops.constant(np.ascontiguousarray(float_weight(model, i), dtype=np.float32))
 
@@ -71,8 +72,8 @@ def float_layer(model: PackedModel, i: int, x: Value) -> ov.Node:
     """A conv/linear on float inputs (full precision, or BWN's α·sign(W))."""
     spec = model.architecture[i]
     w = float_weight_node(model, i)
-    if spec["op"] == "conv":
-        s, p = spec["stride"], spec["padding"]
+    if spec.op == "conv":
+        s, p = spec.stride, spec.padding
         return ops.convolution(x, w, [s, s], [p, p], [p, p], [1, 1])
     return ops.matmul(x, w, transpose_a=False, transpose_b=True)
 
@@ -90,31 +91,31 @@ def xnor_layer(model: PackedModel, i: int, x: Value, sign: tuple[np.ndarray, np.
     if sign is not None:  # an affine BatchNorm in float32, then its sign
         rank = x.get_partial_shape().rank.get_length()
         x = ops.add(ops.multiply(x, per_channel(sign[0], rank)), per_channel(sign[1], rank)).output(0)
-    elif threshold is not None and spec["scale_activations"]:  # K needs |x − threshold|
+    elif threshold is not None and spec.scale_activations:  # K needs |x − threshold|
         rank = x.get_partial_shape().rank.get_length()
         x, threshold = ops.subtract(x, per_channel(threshold, rank)).output(0), None
     signs = weight_signs(model, i)
-    if spec["op"] == "conv":
-        s, p = spec["stride"], spec["padding"]
+    if spec.op == "conv":
+        s, p = spec.stride, spec.padding
         y = binary_conv(x, signs, s, p, threshold)
     else:
         y = binary_linear(x, signs, threshold)
-    rank = 4 if spec["op"] == "conv" else 2
+    rank = 4 if spec.op == "conv" else 2
     y = ops.multiply(y, per_channel(t[f"{i}.alpha"], rank))
-    if spec["scale_activations"]:
+    if spec.scale_activations:
         a = abs_mean_over_channels(x)
-        if spec["op"] == "conv":  # K = A box-filtered over each receptive field, zero padded
-            kh, kw = spec["kernel"]
-            pads = [spec["padding"]] * 2
-            a = ops.avg_pool(a, [spec["stride"]] * 2, pads, pads, [kh, kw], exclude_pad=False,
+        if spec.op == "conv":  # K = A box-filtered over each receptive field, zero padded
+            kh, kw = spec.kernel
+            pads = [spec.padding] * 2
+            a = ops.avg_pool(a, [spec.stride] * 2, pads, pads, [kh, kw], exclude_pad=False,
                              rounding_type="floor")  # fmt: skip
         y = ops.multiply(y, a)
     return y
 
 
-def plain_layer(spec: dict, fields: dict[str, np.ndarray], x: Value, other: Value | None) -> ov.Node:
+def plain_layer(spec: LayerSpec, fields: dict[str, np.ndarray], x: Value, other: Value | None) -> ov.Node:
     """A layer without weights, as the engine's plain_step."""
-    op = spec["op"]
+    op = spec.op
     rank = x.get_partial_shape().rank.get_length()
     if op == "scale":
         return ops.multiply(x, per_channel(fields["scale"], rank))
@@ -125,7 +126,7 @@ def plain_layer(spec: dict, fields: dict[str, np.ndarray], x: Value, other: Valu
     if op == "relu":
         return ops.relu(x)
     if op in ("maxpool", "avgpool"):
-        k, s, p = spec["kernel"], spec["stride"], spec["padding"]
+        k, s, p = spec.window, spec.stride, spec.padding
         if op == "maxpool":  # padded positions never win, as the engine's −inf
             return ops.max_pool(x, [s, s], [1, 1], [p, p], [p, p], [k, k], rounding_type="floor")
         return ops.avg_pool(x, [s, s], [p, p], [p, p], [k, k], exclude_pad=False, rounding_type="floor")
@@ -149,34 +150,34 @@ def packed_to_openvino(model: PackedModel) -> ov.Model:
     values: dict[int, Value] = {-1: image.output(0)}
     feeds: dict[int, tuple[int, str]] = {}  # binary-input layer → (BatchNorm layer it binarizes, op)
     for i, spec in enumerate(arch):
-        op = spec["op"]
+        op = spec.op
         j = users[i][0] if len(users[i]) == 1 else None
-        if op in ("threshold", "affine") and j is not None and arch[j].get("binary_input"):
+        if op in SIGN_OPS and j is not None and arch[j].binary_input:
             feeds[j] = (i, op)  # the consumer binarizes this BatchNorm's output itself
             continue
-        inputs = [] if i in feeds else [values[k] for k in spec["inputs"]]
+        inputs = [] if i in feeds else [values[k] for k in spec.inputs]
         try:
-            if op in ("conv", "linear") and spec["binary_input"]:
+            if spec.has_weights and spec.binary_input:
                 bn = feeds.get(i)
                 if bn is None:
                     node = xnor_layer(model, i, inputs[0], None, None)
                 else:
                     k, kind = bn
-                    src = values[arch[k]["inputs"][0]]
+                    src = values[arch[k].inputs[0]]
                     thr = tensors[f"{k}.threshold"] if kind == "threshold" else None
                     node = xnor_layer(model, i, src, sign_input(model, k) if kind == "affine" else None, thr)
-            elif op in ("conv", "linear") and spec.get("int8"):
+            elif spec.int8:
                 x = quint8_grid(inputs[0], tensors[f"{i}.input_scale"], tensors[f"{i}.input_zero_point"])
                 node = float_layer(model, i, x.output(0))
-            elif op in ("conv", "linear"):
+            elif spec.has_weights:
                 node = float_layer(model, i, inputs[0])
             else:
                 fields = {n.split(".", 1)[1]: v for n, v in tensors.items() if n.split(".", 1)[0] == str(i)}
                 node = plain_layer(spec, fields, inputs[0], inputs[1] if len(inputs) > 1 else None)
-            if op in ("conv", "linear") and spec["bias"]:
+            if spec.bias:
                 rank = 4 if op == "conv" else 2
                 node = ops.add(node, per_channel(tensors[f"{i}.bias"], rank))
-            if op in ("conv", "linear") and spec.get("int8"):
+            if spec.int8:
                 node = quint8_grid(
                     node.output(0), tensors[f"{i}.output_scale"], tensors[f"{i}.output_zero_point"]
                 )
