@@ -47,7 +47,9 @@ def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassifierModule:
     if cfg.train.max_epochs < 1:  # checked before any logger or file exists
         raise XnornetError(f"train.max_epochs must be >= 1, got {cfg.train.max_epochs}")
     optimizer, scheduler = _build(cfg.train.optimizer, "train"), _build(cfg.train.scheduler, "train")
-    return ClassifierModule(net, optimizer, scheduler, cfg.train.clip_latent_weights)
+    return ClassifierModule(
+        net, optimizer, scheduler, cfg.train.clip_latent_weights, cfg.train.get("label_smoothing", 0.0)
+    )
 
 
 def build_logger(cfg: DictConfig, run: StageRun | None) -> MLFlowLogger:

@@ -68,6 +68,7 @@ RULES: dict[str, Number] = {
     "train.lr_step_epochs": POSITIVE,
     "train.lr_gamma": Number(0, integer=False, above=True, most=1),
     "train.warmup_fraction": Number(0, integer=False, most=1),
+    "train.label_smoothing": Number(0, integer=False, most=0.5),
     "train.threads": Number(1, nullable=True),
     "train.devices": POSITIVE,
     "train.num_nodes": POSITIVE,

@@ -69,6 +69,7 @@ class NpzDataModule(pl.LightningDataModule):
         limit_train: int | None = None,
         limit_test: int | None = None,
         augment_shift: int = 0,
+        val_in_train: bool = False,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -78,6 +79,7 @@ class NpzDataModule(pl.LightningDataModule):
         if augment_shift < 0:
             raise XnornetError(f"data.augment_shift must be >= 0, got {augment_shift}")
         self.augment_shift = augment_shift
+        self.val_in_train = bool(val_in_train)
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
@@ -89,6 +91,8 @@ class NpzDataModule(pl.LightningDataModule):
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
         x, y = to_tensor(images, self.mean, self.std), torch.from_numpy(labels)
         val, train = perm[: self.val_size], perm[self.val_size :]
+        if self.val_in_train:  # every training image learns; the split then only monitors
+            train = perm
         background = (0.0 - torch.tensor(self.mean)) / torch.tensor(self.std)  # a black pixel, normalized
         self.train_set = InMemoryBatches(x[train], y[train], self.augment_shift, background.view(1, -1, 1, 1))
         self.val_set = InMemoryBatches(x[val], y[val])

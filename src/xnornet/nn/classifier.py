@@ -29,7 +29,8 @@ class ClassifierModule(pl.LightningModule):
     The optimizer and scheduler arrive as partials (Hydra ``_partial_: true`` in conf/train), so a
     recipe changes in config, not here. The paper keeps real-valued latent weights for the update
     and clips them to [-1, 1] afterwards; outside that range the straight-through gradient is zero,
-    so they would freeze.
+    so they would freeze. ``label_smoothing`` spreads that share of each training target over
+    every class (validation and test losses are the plain cross-entropy).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class ClassifierModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         clip_latent_weights: bool = True,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         # only plain values go into the checkpoint, so it loads with torch.load(weights_only=True)
@@ -51,7 +53,8 @@ class ClassifierModule(pl.LightningModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)  # (B, classes)
-        loss = F.cross_entropy(logits, y)
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0  # held-out losses stay plain
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         on_step = stage == "train"
         sync = not on_step  # DDP: validation and test figures over every rank's share, not rank 0's
         self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, sync_dist=sync)
