@@ -114,3 +114,36 @@ def test_random_shift_moves_content_and_fills_background():
     assert len({tuple(torch.nonzero(o[0] == 3.0)[0].tolist()) for o in out}) > 5
     torch.manual_seed(0)
     assert torch.equal(out, random_shift(x, 2, fill=-0.5))
+
+
+def test_val_in_train_trains_on_every_image_and_still_monitors_the_split(tmp_path, tiny_data_dir, cfg_train):
+    held_out = build_datamodule(cfg_train("fp"))
+    everything = build_datamodule(cfg_train("fp", "data.val_in_train=true"))
+    held_out.setup(), everything.setup()
+    assert (len(held_out.train_set), len(held_out.val_set)) == (300, 100)  # 400 images, 100 held out
+    assert (len(everything.train_set), len(everything.val_set)) == (400, 100)
+    val_rows = {row.numpy().tobytes() for row in held_out.val_set.x}  # the same split, now trained on
+    assert val_rows <= {row.numpy().tobytes() for row in everything.train_set.x}
+
+
+def test_label_smoothing_changes_the_training_loss_only(tmp_path, tiny_data_dir, cfg_train):
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        cfg = cfg_train("fp", f"train.label_smoothing={smoothing}")
+        torch.manual_seed(0)
+        module = build_module(cfg, build_net(cfg)).eval()
+        batch = next(iter(build_datamodule_ready(cfg).val_dataloader()))
+        logged = losses[smoothing] = {}
+        module.log = lambda name, value, logged=logged, **_: logged.__setitem__(
+            name, float(torch.as_tensor(value).detach())
+        )
+        module._step(batch, "train"), module._step(batch, "val")
+    assert losses[0.2]["train_loss"] != pytest.approx(losses[0.0]["train_loss"])
+    assert losses[0.2]["val_loss"] == losses[0.0]["val_loss"]  # held-out loss stays plain cross-entropy
+    assert losses[0.0]["train_loss"] == losses[0.0]["val_loss"]
+
+
+def build_datamodule_ready(cfg):
+    dm = build_datamodule(cfg)
+    dm.setup()
+    return dm
