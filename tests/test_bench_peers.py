@@ -150,13 +150,15 @@ sys.meta_path.insert(0, NoOpenVINO())
 @pytest.mark.slow
 def test_without_openvino_the_layer_bench_says_so_in_one_line_and_keeps_the_rest(tmp_path):
     """The worker runs in a process where openvino cannot be imported (sitecustomize on its path):
-    one line names the skipped rows and why; torch int8 and ours are still there."""
+    one line names the skipped rows and why, once for two shapes (the peers run shape by shape,
+    right after ours); torch int8 and ours are still there for each."""
     hide = tmp_path / "hide"
     hide.mkdir()
     (hide / "sitecustomize.py").write_text(HIDE_OPENVINO)
     config = yaml.safe_load((REPO / "conf" / "bench" / "default.yaml").read_text())
-    config.update(shapes=[vars(CONV)], warmup=0, repeats=2, peak_iters=100_000, threads=[1], isas=["scalar"],
-                  former=[])  # fmt: skip
+    second = {**vars(CONV), "name": "tiny2", "c_out": 5}
+    config.update(shapes=[vars(CONV), second], warmup=0, repeats=2, peak_iters=100_000, threads=[1],
+                  isas=["scalar"], former=[])  # fmt: skip
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": f"{hide}:{REPO / 'src'}"}
     cmd = [sys.executable, "-m", "xnornet.benchmark", "--config", str(tmp_path / "tiny.yaml"),
@@ -170,9 +172,10 @@ def test_without_openvino_the_layer_bench_says_so_in_one_line_and_keeps_the_rest
     assert summary["protocol"] == PROTOCOL
     assert summary["peers"]["status"]["torch_int8"] == "timed"
     assert summary["peers"]["status"]["openvino_int8"].startswith("skipped: openvino is not importable")
-    row = summary["shapes"]["tiny"]
-    assert row["speedup_vs_torch_int8"] > 0 and row["torch_int8_ms"] > 0
-    assert not any(k.startswith(("openvino", "speedup_vs_openvino")) for k in row)
+    for name in ("tiny", "tiny2"):
+        row = summary["shapes"][name]
+        assert row["speedup_vs_torch_int8"] > 0 and row["torch_int8_ms"] > 0
+        assert not any(k.startswith(("openvino", "speedup_vs_openvino")) for k in row)
 
 
 @pytest.mark.slow

@@ -45,6 +45,8 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
     limits = dict.fromkeys(isas, 0.0)
     limits.update(dict.fromkeys(former, 0.0))
     timed: list[tuple[LayerShape, dict]] = []
+    peer_rows: list[dict] = []
+    peer_status: dict[str, str] = {}
     with tqdm(total=len(shapes) * (warmup + 2 * repeats), desc="bench", unit="round") as bar:
         for shape in shapes:
             bar.set_postfix_str(shape.name)
@@ -52,10 +54,15 @@ def run_bench(b: dict) -> tuple[list[dict], dict]:
                 limits[isa] = max(limits[isa], value)
             paths = isas + list(former)
             timed.append((shape, bench_shape(shape, paths, thread_counts, warmup, repeats, seed, bar.update)))
-    # the peers after ours, each library in a process of its own (benchmark.peers)
-    job = {"task": "layer", "shapes": [dataclasses.asdict(s) for s in shapes], "threads": thread_counts,
-           "repeats": repeats, "seed": seed}  # fmt: skip
-    peer_rows, peer_status = run_peers(job, peers, "bench") if peers else ([], {})
+            # the peers right after ours, shape by shape, each library in a process of its own
+            # (benchmark.peers): a ratio then compares one minute of this host, not the run's
+            # start with its end (the host's speed moves by a quarter between minutes)
+            job = {"task": "layer", "shapes": [dataclasses.asdict(shape)], "threads": thread_counts,
+                   "repeats": repeats, "seed": seed}  # fmt: skip
+            found, status = run_peers(job, peers, "bench") if peers else ([], {})
+            peer_rows += found
+            peer_status.update(status)
+            peers = tuple(r for r in peers if status.get(r) == "timed")  # a skipped library is said once
     peer_ms: dict[tuple[str, int], dict[str, float]] = {}
     for p in peer_rows:
         peer_ms.setdefault((p["shape"], p["threads"]), {})[p["runtime"]] = p["ms"]
