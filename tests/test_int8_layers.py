@@ -81,14 +81,17 @@ def test_int8_conv_with_residual_adds_after_the_op():
     np.testing.assert_array_equal(int8_conv(q, 2, 0, relu=True)(x, residual), want)
 
 
+@pytest.mark.parametrize("channels", [16, 20, 32, 40])  # 32: no zero filters added; the rest padded
 @pytest.mark.parametrize("maxpool", [(3, 2, 1), (2, 2, 0)])
-def test_max_pool_on_the_int8_output_is_the_same_bits(maxpool):
+def test_max_pool_on_the_int8_output_is_the_same_bits(maxpool, channels):
     """Pooling the quint8 output, then dequantizing, equals the engine's float max pool after."""
-    rng = np.random.default_rng(11)
-    q = layer(rng, (16, 3, 7, 7))
+    rng = np.random.default_rng(channels)
+    q = layer(rng, (channels, 3, 7, 7))
     x = rng.standard_normal((2, 30, 30, 3)).astype(np.float32)
     separate = pool2d_nhwc(int8_conv(q, 2, 3, relu=True)(x), "max", *maxpool, 1)
-    np.testing.assert_array_equal(int8_conv(q, 2, 3, relu=True, maxpool=maxpool)(x), separate)
+    fused = int8_conv(q, 2, 3, relu=True, maxpool=maxpool)(x)
+    assert fused.shape[-1] == channels and fused.flags.c_contiguous
+    np.testing.assert_array_equal(fused, separate)
 
 
 @pytest.mark.parametrize("relu", [False, True])

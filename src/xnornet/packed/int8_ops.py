@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -108,6 +108,24 @@ def dequantize_nhwc(y: torch.Tensor) -> np.ndarray:
     return out.numpy()
 
 
+# torch's quantized max pool on channels-last memory takes the channels in vector blocks of 32 and
+# the rest one at a time: LeNet-5's conv1 (20 channels, batch 256, Zen 4, 1 thread) pooled in
+# 8.0 ms where its conv took 2.3 ms; 32 channels pool in 0.3 ms.
+POOL_BLOCK = 32
+
+
+def with_zero_filters(q: Int8Layer, extra: int) -> Int8Layer:
+    """``q`` with ``extra`` all-zero output filters (scale 1, bias 0) after its own: their outputs
+    are the zero point, and the real channels are the same integers, so a caller drops them after."""
+    zeros = np.zeros((extra, *q.weight.shape[1:]), np.int8)
+    return replace(
+        q,
+        weight=np.concatenate([q.weight, zeros]),
+        weight_scale=np.concatenate([q.weight_scale, np.ones(extra, np.float32)]),
+        bias=None if q.bias is None else np.concatenate([q.bias, np.zeros(extra, np.float32)]),
+    )
+
+
 def int8_conv(
     q: Int8Layer, stride: int, pad: int, relu: bool = False, maxpool: tuple[int, int, int] | None = None
 ) -> Callable[..., np.ndarray]:
@@ -118,8 +136,12 @@ def int8_conv(
     dequantizing is monotonic, so the result is the same bits, and the stem's 51 MB float32
     output (ResNet-18, batch 16) is never written, only the pooled quarter of it. A strided 1×1
     conv without padding (ResNet's shortcuts) reads every stride-th pixel only: those are
-    quantized and convolved at stride 1, the same numbers for a quarter of the quantizing."""
+    quantized and convolved at stride 1, the same numbers for a quarter of the quantizing. Before
+    a max pool, a channel count that is not a multiple of POOL_BLOCK is padded with zero filters."""
     subsample = stride if q.weight.shape[2:] == (1, 1) and pad == 0 and stride > 1 else 1
+    channels = q.weight.shape[0]
+    if maxpool is not None and channels % POOL_BLOCK:
+        q = with_zero_filters(q, -channels % POOL_BLOCK)
     with quantized_engine():
         packed = torch.ops.quantized.conv2d_prepack(
             q.qweight(), q.bias_tensor(), [stride // subsample] * 2, [pad] * 2, [1, 1], 1
@@ -138,6 +160,8 @@ def int8_conv(
             if maxpool is not None:
                 y = F.max_pool2d(y, *maxpool)
             y = dequantize_nhwc(y)
+        if y.shape[-1] != channels:  # the zero filters' channels, each the zero point, dropped
+            y = np.ascontiguousarray(y[..., :channels])
         if residual is not None:
             y += residual
             if relu:
