@@ -40,7 +40,7 @@ import yaml
 
 from xnornet.benchmark.layer import binary_fns
 from xnornet.benchmark.shapes import LayerShape
-from xnornet.benchmark.timing import with_isa
+from xnornet.benchmark.timing import steady_rounds, with_isa
 from xnornet.kernels.isa import ENV_VAR
 from xnornet.kernels.team import fixed_teams, reset_teams, team_counts
 from xnornet.machine import cpu_fields, usable_cores
@@ -88,14 +88,7 @@ def time_threads(
             fn()
             times.append(time.perf_counter() - start)
         reps[name] = max(1, math.ceil(min_sample / max(statistics.median(times), 1e-7)))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(reps[name]):
-                fn()
-            samples[name].append((time.perf_counter() - start) / reps[name])
-    return {name: 1e3 * statistics.median(s) for name, s in samples.items()}
+    return {name: 1e3 * seconds for name, seconds in steady_rounds(fns, reps, rounds).items()}
 
 
 def busy_core_ratios(

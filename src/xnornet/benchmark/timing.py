@@ -77,6 +77,17 @@ def time_steady(
         start = time.perf_counter()
         fn()
         reps[name] = max(1, math.ceil(min_sample / max(time.perf_counter() - start, 1e-7)))
+    return steady_rounds(fns, reps, rounds, tick)
+
+
+def steady_rounds(
+    fns: dict[str, Callable[[], object]],
+    reps: dict[str, int],
+    rounds: int,
+    tick: Callable[[], None] = lambda: None,
+) -> dict[str, float]:
+    """Median seconds per call over ``rounds`` rounds alternating between the functions, each
+    sample ``reps[name]`` back-to-back calls (how many is the caller's choice)."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
