@@ -7,7 +7,7 @@ import statistics
 
 from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
 
-from xnornet.reporting.tables import ablation_table, paper_table, seed_table
+from xnornet.reporting.tables import BEFORE_SMOOTHING, ablation_table, lever_table, paper_table, seed_table
 from xnornet.sweep_summary import summarize, write_summary
 
 
@@ -75,3 +75,22 @@ def test_paper_table_reads_each_variants_run_and_says_which_are_missing(tmp_path
     assert xnor == "| xnor | 99.51 | 60 | 17.2 | ≥ 99.50 met (one seed) | 99.23 | 99.37 | 99.45 |"
     (fp,) = [line for line in lines if line.startswith("| fp |")]
     assert "not run yet" in fp
+
+
+def test_the_lever_table_sets_each_variant_before_and_after_label_smoothing(tmp_path):
+    assert "Not run yet" in lever_table(tmp_path)[0]
+    seeds_summary(tmp_path)  # "after"
+    before = {"fp": [0.9930, 0.9931, 0.9932], "bwn": [0.9940, 0.9941, 0.9942],
+              "xnor": [0.9900, 0.9910, 0.9920]}  # fmt: skip
+    runs = [run({"model": v, "seed": str(s)}, a) for v, accs in before.items() for s, a in enumerate(accs)]
+    write_summary(tmp_path / "sweeps" / BEFORE_SMOOTHING, {"parent_run_id": "b"}, summarize(runs))
+    lines = lever_table(tmp_path)
+    for v, accs in ACCS.items():
+        (row,) = [line for line in lines if line.startswith(f"| {v} |")]
+        delta = 100 * (statistics.fmean(accs) - statistics.fmean(before[v]))
+        assert row.endswith(f"| {delta:+.2f} |") and f"{100 * statistics.fmean(before[v]):.2f} ± " in row
+    # the ablations ran on the recipe before label smoothing: their baseline is that sweep's xnor
+    shift = [run({"ablation": "shift_bn", "seed": "0"}, 0.9900)]
+    write_summary(tmp_path / "sweeps" / "ablation.json", {"parent_run_id": "q"}, summarize(shift))
+    (base,) = [line for line in ablation_table(tmp_path) if line.startswith("| baseline")]
+    assert base.startswith("| baseline (without label smoothing) | 3 | 99.10 ± 0.10 |")

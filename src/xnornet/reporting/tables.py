@@ -200,18 +200,30 @@ ABLATIONS = {
 }
 
 
+# The seed sweep of the recipe before label smoothing (train.label_smoothing=0): the recipe the
+# ablations ran on (conf/experiment/ablation.yaml pins it), and the "before" of the lever table.
+BEFORE_SMOOTHING = "seeds_without_label_smoothing.json"
+
+
+def _ablation_baseline(metrics: Path) -> tuple[dict | None, str]:
+    before = _sweep_rows(metrics / "sweeps" / BEFORE_SMOOTHING)
+    if before is not None:
+        return next((r for r in before if r["group"] == "model=xnor"), None), "without label smoothing"
+    seeds = _sweep_rows(metrics / "sweeps" / "seeds.json") or []
+    return next((r for r in seeds if r["group"] == "model=xnor"), None), "the seed sweep's xnor"
+
+
 def ablation_table(metrics: Path) -> list[str]:
-    """One switch at a time on the default XNOR recipe, against the seed sweep's XNOR row."""
+    """One switch at a time on the XNOR recipe the ablations ran on, against its seed sweep."""
     rows = _sweep_rows(metrics / "sweeps" / "ablation.json")
     if rows is None:
         return ["Not run yet: `xnornet train -m +experiment=ablation` writes metrics/sweeps/ablation.json."]
-    seeds = _sweep_rows(metrics / "sweeps" / "seeds.json") or []
-    baseline = next((r for r in seeds if r["group"] == "model=xnor"), None)
+    baseline, which = _ablation_baseline(metrics)
     lines = ["| XNOR LeNet-5, default recipe | runs | test top-1 mean ± std (%) | Δ vs baseline (pp) | per seed |",
              "|---|---|---|---|---|"]  # fmt: skip
     if baseline:
         lines.append(
-            f"| baseline (the seed sweep's xnor) | {baseline['n']} | {_pct(baseline)} | – | {_per_seed(baseline)} |"
+            f"| baseline ({which}) | {baseline['n']} | {_pct(baseline)} | – | {_per_seed(baseline)} |"
         )
     for r in rows:
         name = r["group"].removeprefix("ablation=")
@@ -222,6 +234,25 @@ def ablation_table(metrics: Path) -> list[str]:
     lines.append(
         "\n(each row changes one switch, conf/ablation/<name>.yaml; `xnornet train -m +experiment=ablation`)"
     )
+    return lines
+
+
+def lever_table(metrics: Path) -> list[str]:
+    """What the default recipe's label smoothing (conf/train/default.yaml) bought: the seed sweep
+    before it against the seed sweep now, per variant."""
+    before = _sweep_rows(metrics / "sweeps" / BEFORE_SMOOTHING)
+    after = _sweep_rows(metrics / "sweeps" / "seeds.json")
+    if before is None or after is None:
+        return [f"Not run yet: needs metrics/sweeps/{BEFORE_SMOOTHING} and metrics/sweeps/seeds.json."]
+    lines = ["| variant | without label smoothing | label smoothing 0.1 (the default) | Δ (pp) |",
+             "|---|---|---|---|"]  # fmt: skip
+    for v in VARIANTS:
+        b = next((r for r in before if r["group"] == f"model={v}"), None)
+        a = next((r for r in after if r["group"] == f"model={v}"), None)
+        if a and b:
+            delta = 100 * (a["test_acc_mean"] - b["test_acc_mean"])
+            lines.append(f"| {v} | {_pct(b)} | {_pct(a)} | {delta:+.2f} |")
+    lines.append("\n(3 seeds each, the default recipe otherwise; `xnornet train -m +experiment=seeds`)")
     return lines
 
 
