@@ -219,12 +219,11 @@ def ablation_table(metrics: Path) -> list[str]:
     if rows is None:
         return ["Not run yet: `xnornet train -m +experiment=ablation` writes metrics/sweeps/ablation.json."]
     baseline, which = _ablation_baseline(metrics)
-    lines = ["| XNOR LeNet-5, default recipe | runs | test top-1 mean ± std (%) | Δ vs baseline (pp) | per seed |",
+    lines = [f"| XNOR LeNet-5, default recipe ({which}) | runs | test top-1 mean ± std (%) "
+             "| Δ vs baseline (pp) | per seed |",
              "|---|---|---|---|---|"]  # fmt: skip
     if baseline:
-        lines.append(
-            f"| baseline ({which}) | {baseline['n']} | {_pct(baseline)} | – | {_per_seed(baseline)} |"
-        )
+        lines.append(f"| baseline | {baseline['n']} | {_pct(baseline)} | – | {_per_seed(baseline)} |")
     for r in rows:
         name = r["group"].removeprefix("ablation=")
         delta = f"{100 * (r['test_acc_mean'] - baseline['test_acc_mean']):+.2f}" if baseline else "–"
