@@ -132,7 +132,9 @@ def test_label_smoothing_changes_the_training_loss_only(tmp_path, tiny_data_dir,
         cfg = cfg_train("fp", f"train.label_smoothing={smoothing}")
         torch.manual_seed(0)
         module = build_module(cfg, build_net(cfg)).eval()
-        batch = next(iter(build_datamodule_ready(cfg).val_dataloader()))
+        data = build_datamodule(cfg)
+        data.setup()
+        batch = next(iter(data.val_dataloader()))
         logged = losses[smoothing] = {}
         module.log = lambda name, value, logged=logged, **_: logged.__setitem__(
             name, float(torch.as_tensor(value).detach())
@@ -141,9 +143,3 @@ def test_label_smoothing_changes_the_training_loss_only(tmp_path, tiny_data_dir,
     assert losses[0.2]["train_loss"] != pytest.approx(losses[0.0]["train_loss"])
     assert losses[0.2]["val_loss"] == losses[0.0]["val_loss"]  # held-out loss stays plain cross-entropy
     assert losses[0.0]["train_loss"] == losses[0.0]["val_loss"]
-
-
-def build_datamodule_ready(cfg):
-    dm = build_datamodule(cfg)
-    dm.setup()
-    return dm
