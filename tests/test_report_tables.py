@@ -5,9 +5,18 @@ from __future__ import annotations
 import json
 import statistics
 
+import pytest
 from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
 
-from xnornet.reporting.tables import BEFORE_SMOOTHING, ablation_table, lever_table, paper_table, seed_table
+from xnornet.errors import XnornetError
+from xnornet.reporting.tables import (
+    BEFORE_SMOOTHING,
+    PAPER_SEEDS,
+    ablation_table,
+    lever_table,
+    paper_table,
+    seed_table,
+)
 from xnornet.sweep_summary import summarize, write_summary
 
 
@@ -72,9 +81,29 @@ def test_paper_table_reads_each_variants_run_and_says_which_are_missing(tmp_path
     (tmp_path / "paper" / "train_xnor.json").write_text(json.dumps(m))
     lines = paper_table(tmp_path)
     (xnor,) = [line for line in lines if line.startswith("| xnor |")]
-    assert xnor == "| xnor | 99.51 | 60 | 17.2 | ≥ 99.50 met (one seed) | 99.23 | 99.37 | 99.45 |"
+    assert (
+        xnor == "| xnor | 1 (0) | 99.51 (one run) | 99.51 | ≥ 99.50 met (one seed) | 99.23 | 99.37 | 99.45 |"
+    )
     (fp,) = [line for line in lines if line.startswith("| fp |")]
     assert "not run yet" in fp
+
+
+def test_paper_table_pools_the_stages_seed_with_the_sweeps_seeds(tmp_path):
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "paper" / "train_bwn.json").write_text(json.dumps({"test_acc": 0.9947}))
+    runs = [run({"model": "bwn", "seed": str(s)}, a) for s, a in [(2, 0.9961), (1, 0.9952)]]
+    write_summary(tmp_path / "sweeps" / PAPER_SEEDS, {"parent_run_id": "p"}, summarize(runs))
+    (bwn,) = [line for line in paper_table(tmp_path) if line.startswith("| bwn |")]
+    accs = [0.9947, 0.9952, 0.9961]
+    mean, std = 100 * statistics.fmean(accs), 100 * statistics.stdev(accs)
+    assert bwn.startswith(
+        f"| bwn | 3 (0, 1, 2) | {mean:.2f} ± {std:.2f} | 99.47, 99.52, 99.61 | ≥ 99.63 missed |"
+    )
+    # a sweep that reruns the stage's seed would weigh seed 0 twice: an error that names it
+    runs.append(run({"model": "bwn", "seed": "0"}, 0.9950))
+    write_summary(tmp_path / "sweeps" / PAPER_SEEDS, {"parent_run_id": "p"}, summarize(runs))
+    with pytest.raises(XnornetError, match="seed 0 of bwn"):
+        paper_table(tmp_path)
 
 
 def test_the_lever_table_sets_each_variant_before_and_after_label_smoothing(tmp_path):
